@@ -1,0 +1,1 @@
+"""Metric families. Each evaluator is one class registered by name in `unifybench.registry`."""

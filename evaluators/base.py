@@ -1,0 +1,99 @@
+"""The evaluator interface: score items one concept at a time, then aggregate over concepts.
+
+Like torchmetrics' update/compute split: `score` turns predictions into per-sample scores (kept in the
+samples log), `concept_value` reduces one concept's samples, and `aggregate` (shared by all) reduces
+concepts. A sample that could not be scored carries `failed` with the reason; it is counted in
+`n_failed` and never turned into a number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unifybench.data.schema import Concept, Item, Prediction
+from unifybench.errors import UserError
+
+
+@dataclass
+class SampleScore:
+    id: str                     # item id, or "<item id>#<k>" for the k-th image of an item
+    concept: str
+    score: float | None         # None when failed
+    failed: str | None = None   # reason, when the sample could not be scored
+    detail: dict[str, Any] = field(default_factory=dict)   # parsed answer, label, ...
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "concept": self.concept, "score": self.score}
+        if self.failed is not None:
+            d["failed"] = self.failed
+        d.update(self.detail)
+        return d
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator may use besides the predictions."""
+
+    run_dir: Path                  # image paths in predictions are relative to this
+    device: str = "cpu"
+    dtype: str = "float32"
+    cache_dir: Path | None = None  # embedding caches, tiny model cache
+    models: dict[str, str] = field(default_factory=dict)   # e.g. {"clip": "/path/to/ckpt"}
+    tiny: bool = False             # use the tiny random models (the embedded default)
+    seed: int = 0
+
+
+class Evaluator:
+    name: str = ""
+    description: str = ""
+    version: str = "1"
+    tasks: frozenset[str] = frozenset()        # item tasks this evaluator scores
+    higher_is_better: bool = True
+    presets: dict[str, dict[str, Any]] = {}    # named parameter sets; "default" is the paper's
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, preset: str | None = None, **params: Any):
+        if preset is not None and preset not in self.presets:
+            raise UserError(f"evaluator {self.name!r} has no preset {preset!r} "
+                            f"(known: {', '.join(sorted(self.presets)) or 'none'})")
+        self.preset = preset or "default"
+        merged = dict(self.defaults)
+        merged.update(self.presets.get(self.preset, {}))
+        unknown = set(params) - set(merged)
+        if unknown:
+            raise UserError(f"evaluator {self.name!r} has no parameter {sorted(unknown)[0]!r} "
+                            f"(known: {', '.join(sorted(merged))})")
+        merged.update(params)
+        self.params = merged
+
+    def describe(self) -> dict[str, Any]:
+        """Recorded in results.json so a number always says how it was made."""
+        return {"version": self.version, "preset": self.preset, "params": self.params,
+                "higher_is_better": self.higher_is_better}
+
+    def environment(self) -> dict[str, Any]:
+        """Runtime facts worth recording (e.g. onnxruntime providers actually applied)."""
+        return {}
+
+    def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
+              ctx: EvalContext) -> list[SampleScore]:
+        raise NotImplementedError
+
+    def concept_value(self, scores: list[SampleScore]) -> float | None:
+        ok = [s.score for s in scores if s.failed is None]
+        return sum(ok) / len(ok) if ok else None
+
+
+def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evaluator) -> dict[str, Any]:
+    """`{value, n, n_failed, per_concept}`: value is the mean of the per-concept values."""
+    per_concept: dict[str, float | None] = {}
+    n = n_failed = 0
+    for concept in sorted(scores_by_concept):
+        scores = scores_by_concept[concept]
+        n += sum(1 for s in scores if s.failed is None)
+        n_failed += sum(1 for s in scores if s.failed is not None)
+        per_concept[concept] = evaluator.concept_value(scores)
+    valued = [v for v in per_concept.values() if v is not None]
+    return {"value": sum(valued) / len(valued) if valued else None, "n": n, "n_failed": n_failed,
+            "per_concept": per_concept}

@@ -1,0 +1,1 @@
+"""Table specs, the papers' reported numbers and golden results files."""

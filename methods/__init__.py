@@ -1,0 +1,1 @@
+"""Personalization methods: train concept tokens for one concept, then answer and generate."""

@@ -1,0 +1,103 @@
+"""The method interface: `fit` one concept, then `predict` its items.
+
+A baseline is a method whose `fit` learns nothing (returns None). Hyperparameters live in one
+dataclass per method (`config_cls`); presets are named overrides of it (`"paper"` is the default,
+`"tiny"` the embedded CPU default), and the user's `--set key=value` overrides come last.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unifybench.data.schema import Benchmark, Concept, Item, Prediction
+from unifybench.errors import UserError
+
+
+@dataclass
+class RunContext:
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    cache_dir: Path = Path.home() / ".cache" / "unifybench"
+    tiny: bool = False                       # tiny random backbones + the bundled mini benchmark
+    models: dict[str, str] = field(default_factory=dict)   # role -> local path ("chameleon", "clip")
+    progress: Any = None                     # a unifybench.progress.Progress (rich), or None
+
+
+class Method:
+    name: str = ""
+    description: str = ""
+    tasks: frozenset[str] = frozenset()      # item tasks this method can answer
+    config_cls: type | None = None           # dataclass of hyperparameters
+    presets: dict[str, dict[str, Any]] = {}  # preset name -> field overrides
+
+    def __init__(self, ctx: RunContext, preset: str | None = None, overrides: dict[str, Any] | None = None):
+        self.ctx = ctx
+        self.preset = preset or ("tiny" if ctx.tiny and "tiny" in self.presets else "paper")
+        self.config = self.build_config(self.preset, overrides or {})
+
+    @classmethod
+    def build_config(cls, preset: str, overrides: dict[str, Any]):
+        if cls.config_cls is None:
+            if overrides:
+                raise UserError(f"{cls.name!r} takes no settings (got {', '.join(sorted(overrides))})")
+            return None
+        if preset != "paper" and preset not in cls.presets:
+            raise UserError(f"{cls.name!r} has no preset {preset!r} "
+                            f"(known: {', '.join(['paper', *sorted(cls.presets)])})")
+        values = dict(cls.presets.get(preset, {}))
+        values.update(overrides)
+        fields = {f.name: f for f in dataclasses.fields(cls.config_cls)}
+        for key, value in list(values.items()):
+            if key not in fields:
+                raise UserError(f"{cls.name!r} has no setting {key!r} (known: {', '.join(sorted(fields))})")
+            values[key] = _coerce(value, fields[key].type, key)
+        return cls.config_cls(**values)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = dataclasses.asdict(self.config) if self.config is not None else {}
+        return {"name": self.name, "preset": self.preset, "config": cfg}
+
+    # --- the life cycle the runner drives ---
+    def setup(self) -> None:
+        """Load backbones (once per run)."""
+
+    def model_files(self) -> dict[str, Path]:
+        """Weight files used, by role; their hashes go into results.json."""
+        return {}
+
+    def fit(self, concept: Concept, benchmark: Benchmark, out_dir: Path) -> Path | None:
+        """Learn the concept; write the artifact under `out_dir` and return its path (None: nothing learned)."""
+        return None
+
+    def load_artifact(self, concept: Concept, path: Path | None) -> None:
+        """Make `concept` the active one (its tokens loaded) before `predict`."""
+
+    def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
+        """Answer/generate every item; images go under `out_dir` (paths relative to the run folder)."""
+        raise NotImplementedError
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """`--set k=v` gives strings; turn them into the field's type."""
+    if not isinstance(value, str):
+        return value
+    kind = str(annotation)
+    try:
+        if kind in ("int", "<class 'int'>"):
+            return int(value)
+        if kind in ("float", "<class 'float'>"):
+            return float(value)
+        if kind in ("bool", "<class 'bool'>"):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except ValueError:
+        raise UserError(f"setting {key!r}: cannot read {value!r} as {kind}") from None
+    if kind.startswith("str") and "None" in kind and value.lower() == "none":
+        return None
+    return value

@@ -1,0 +1,304 @@
+"""Yo'Chameleon (Nguyen et al., CVPR 2025): personalized understanding and generation on Chameleon/Anole.
+
+A concept is an identifier `<sks>` plus k generation tokens `<g>` and k understanding tokens `<u>`;
+the personalized prompt is `<sks> is <g1..gk><u1..uk>.`. With self-prompting every answer begins with
+the token set of its task: understanding answers with `<u1..uk>`, image answers with `<g..>` (the
+reference code never trains the `<g>` prefix for images; the paper does, and so do we). Soft
+positives: pool images ranked by CLIP similarity to the training images, the top N kept, and more
+generation tokens for more similar ranks; the real images get all k. Loss on answer spans only.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
+                                    Item, Prediction)
+from unifybench.environment import derive_seed
+from unifybench.errors import UserError
+from unifybench.methods.base import Method
+from unifybench.progress import maybe_task
+from unifybench.training import OptimConfig, Sample, train_tokens
+
+# Our own wording of the recognition templates (the reference ones are not reused).
+QUESTIONS = ("Is <sks> in this photo?", "Can you see <sks> in this image?", "Does this picture show <sks>?",
+             "Is <sks> present in this photo?", "Do you recognize <sks> in this image?")
+YES = ("Yes, <sks> is in this photo.", "Yes, I can see <sks> here.", "Yes, this is <sks>.")
+NO = ("No, <sks> is not in this photo.", "No, I cannot see <sks> here.", "No, this is not <sks>.")
+GEN_PROMPT = "A photo of <sks>."
+
+
+@dataclass
+class YoChameleonConfig:
+    """Defaults are the paper's (32 tokens, 16 per task, ~1000 soft positives; lr 1e-3, batch 4, 16 epochs)."""
+
+    backbone: str = "leloy/Anole-7b-v0.1-hf"   # local folder or a snapshot in the HF cache; "tiny"
+    num_tokens: int = 16                       # k, per task
+    identifier: str = "<reserved16200>"        # reserved Chameleon token used as <sks>
+    first_latent: int = 16201                  # <g> = <reserved16201..>, then <u>
+    head_rows: str = "all"                     # output-head rows trained: "all" new tokens | "identifier"
+    self_prompting: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    adam_eps: float = 1e-6
+    batch_size: int = 4
+    epochs: int = 16
+    n_train_images: int = 5                    # training photos used (sorted by name; 4-5 in the paper)
+    n_recognition_positives: int = 200         # positive recognition samples (photos repeated)
+    n_hard_negatives: int = 100                # pool images ranked right after the soft positives
+    n_random_negatives: int = 100              # the benchmark's random images
+    n_soft_positives: int = 1000               # top-N pool images by CLIP similarity
+    n_real_generation: int = 67                # real photos (repeated) as generation targets
+    pool: str | None = None                    # folder or list file; None: random images + other concepts' photos
+    retrieval_clip: str | None = None          # CLIP checkpoint for ranking; None: --model clip=, tiny when tiny
+    hflip: bool = True                         # random horizontal flip of training photos (p = 0.5)
+    max_new_tokens: int = 30                   # understanding answers, greedy
+    temperature: float = 1.0                   # image sampling: the Anole defaults, no CFG
+    top_k: int = 50
+    top_p: float = 1.0
+    gen_batch_size: int = 8
+    gen_prompts_limit: int = 0                 # > 0: only the first N generation prompts per concept
+    images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
+
+
+class YoChameleon(Method):
+    name = "yochameleon"
+    description = "Yo'Chameleon (CVPR 2025) on Chameleon/Anole"
+    tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
+    config_cls = YoChameleonConfig
+    presets = {
+        # The embedded default: random tiny Chameleon + tiny CLIP, a few steps, a few images.
+        "tiny": dict(backbone="tiny", epochs=3, lr=3e-2, n_recognition_positives=6, n_hard_negatives=3,
+                     n_random_negatives=3, n_soft_positives=6, n_real_generation=3, n_train_images=3,
+                     gen_prompts_limit=1, images_per_prompt=2, max_new_tokens=8),
+        # What the released code does: lm_head rows restored for the identifier only at test, no <g> prefix.
+        "code": dict(head_rows="identifier", self_prompting=False),
+    }
+
+    def setup(self) -> None:
+        from unifybench.models.chameleon import ChameleonBackbone, resolve_model_path
+        cfg = self.config
+        if cfg.backbone == "tiny":
+            from unifybench.models.tiny_chameleon import tiny_chameleon_path
+            path = tiny_chameleon_path(self.ctx.cache_dir / "tiny")
+        else:
+            path = resolve_model_path(self.ctx.models.get("chameleon") or cfg.backbone)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.ctx.dtype]
+        self.backbone = ChameleonBackbone.load(path, device=self.ctx.device, dtype=dtype)
+        k = cfg.num_tokens
+        names = [cfg.identifier] + [f"<reserved{cfg.first_latent + i}>" for i in range(2 * k)]
+        self.token_names = names
+        self.token_ids = [self.backbone.token_id(n) for n in names]
+        self.sks = self.token_ids[0]
+        self.g_ids = self.token_ids[1:1 + k]
+        self.u_ids = self.token_ids[1 + k:]
+        self.head_ids = self.token_ids if cfg.head_rows == "all" else [self.sks]
+        if cfg.head_rows not in ("all", "identifier"):
+            raise UserError(f"yochameleon: head_rows must be 'all' or 'identifier', not {cfg.head_rows!r}")
+        self._image_codes: dict[tuple[str, bool], list[int]] = {}
+        self._clip = None
+
+    def model_files(self) -> dict[str, Path]:
+        files = {f"chameleon/{p.name}": p for p in self.backbone.weight_files()}
+        if self._clip is not None:
+            files.update({f"retrieval_clip/{Path(p).name}": Path(p) for p in self._clip.files})
+        return files
+
+    # --- prompt pieces (token ids) ---
+    def _text(self, text: str) -> list[int]:
+        """Encode text, with the placeholder replaced by the identifier token."""
+        ids: list[int] = []
+        for n, part in enumerate(text.split(PLACEHOLDER)):
+            if n:
+                ids.append(self.sks)
+            if part:
+                ids += self.backbone.encode_text(part)
+        return ids
+
+    def personalized_prompt(self, g: int | None = None) -> list[int]:
+        """`<sks> is <g1..gk><u1..uk>.`"""
+        g_ids = self.g_ids if g is None else self.g_ids[:g]
+        return [self.sks] + self.backbone.encode_text(" is ") + g_ids + self.u_ids + self.backbone.encode_text(".")
+
+    def _image_block(self, path: Path, flip: bool = False) -> list[int]:
+        key = (str(path), flip)
+        if key not in self._image_codes:
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+            except OSError as e:
+                raise UserError(f"cannot read image {path}: {e}") from None
+            if flip:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            codes = self.backbone.encode_images([im])[0].tolist()
+            self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
+        return self._image_codes[key]
+
+    def _sample(self, human: list[int], answer: list[int], kind: str) -> Sample:
+        """`<s> human <eot> answer <eot>`, loss on the answer and its closing end of turn."""
+        b = self.backbone
+        prefix = [b.bos_id] + human + [b.eot_id]
+        suffix = answer + [b.eot_id]
+        return Sample(prefix + suffix, [False] * len(prefix) + [True] * len(suffix), kind)
+
+    # --- training data ---
+    def training_samples(self, concept: Concept, benchmark: Benchmark, rng: random.Random) -> list[Sample]:
+        cfg = self.config
+        photos = list(concept.train_images[:cfg.n_train_images])
+        if not photos:
+            raise UserError(f"concept {concept.name!r} has no training images")
+        u = self.u_ids if cfg.self_prompting else []
+        prompt = self.personalized_prompt()
+        flip = (lambda: rng.random() < 0.5) if cfg.hflip else (lambda: False)
+        samples = []
+
+        def rec(image: Path, yes: bool) -> Sample:
+            question = self._text(" " + rng.choice(QUESTIONS))
+            answer = self._text(rng.choice(YES if yes else NO))
+            return self._sample(prompt + question + self._image_block(image, flip()), u + answer, "rec")
+
+        for i in range(cfg.n_recognition_positives):
+            samples.append(rec(photos[i % len(photos)], True))
+        soft, hard = self._retrieve(concept, benchmark)
+        for path in hard[:cfg.n_hard_negatives]:
+            samples.append(rec(path, False))
+        randoms = [p for p in benchmark.random_images() if p not in set(soft)]
+        for path in randoms[:cfg.n_random_negatives]:
+            samples.append(rec(path, False))
+        for question, answer in benchmark.train_conversations(concept):
+            samples.append(self._sample(prompt + self._text(" " + question), u + self._text(answer), "text_qa"))
+        # Generation: the real photos with all k <g> tokens, soft positives with fewer.
+        gen_human = prompt + self._text(" " + GEN_PROMPT)
+        for i in range(cfg.n_real_generation):
+            g = self.g_ids if cfg.self_prompting else []
+            samples.append(self._sample(gen_human, g + self._image_block(photos[i % len(photos)], flip()), "gen"))
+        from unifybench.retrieval import allocate_tokens
+        for path, n_tok in zip(soft, allocate_tokens(len(soft), cfg.num_tokens)):
+            g = self.g_ids[:n_tok]
+            human = self._text("A photo of ") + g + self._text(".")
+            samples.append(self._sample(human, (g if cfg.self_prompting else []) + self._image_block(path, flip()),
+                                        "soft_positive"))
+        return samples
+
+    def _retrieve(self, concept: Concept, benchmark: Benchmark) -> tuple[list[Path], list[Path]]:
+        """(soft positives, hard negatives): the top N of the pool by CLIP similarity, then the next ones."""
+        from unifybench.retrieval import list_pool, rank_pool
+        cfg = self.config
+        if cfg.n_soft_positives <= 0 and cfg.n_hard_negatives <= 0:
+            return [], []
+        if cfg.pool:
+            pool = list_pool(cfg.pool)
+        else:
+            own = set(concept.train_images) | set(concept.test_images)
+            pool = list(benchmark.random_images()) + [p for c in benchmark.concepts() if c.name != concept.name
+                                                      for p in c.train_images if p not in own]
+        ranked = [p for p, _ in rank_pool(self._retrieval_clip(), list(concept.train_images), pool,
+                                          self.ctx.cache_dir / "embeddings")]
+        soft = ranked[:cfg.n_soft_positives]
+        return soft, ranked[len(soft):len(soft) + cfg.n_hard_negatives]
+
+    def _retrieval_clip(self):
+        if self._clip is None:
+            from unifybench.models.clip import load_clip, tiny_clip_path
+            path = self.config.retrieval_clip or self.ctx.models.get("clip")
+            if path is None:
+                if not (self.ctx.tiny or self.config.backbone == "tiny"):
+                    raise UserError("yochameleon needs a CLIP checkpoint to rank soft positives: "
+                                    "pass --model clip=PATH or --set retrieval_clip=PATH")
+                path = tiny_clip_path(self.ctx.cache_dir / "tiny")
+            self._clip = load_clip(path, device=self.ctx.device)
+        return self._clip
+
+    # --- fit / load / predict ---
+    def fit(self, concept: Concept, benchmark: Benchmark, out_dir: Path) -> Path:
+        from unifybench.models.concept_tokens import ConceptTokens, attach
+        cfg = self.config
+        artifact = out_dir / "concept_tokens.safetensors"
+        rng = random.Random(derive_seed(self.ctx.seed, "data", concept.name))
+        samples = self.training_samples(concept, benchmark, rng)
+        b = self.backbone
+        tokens = ConceptTokens.from_base(b.input_embeddings(), b.output_head(), self.token_ids, self.head_ids,
+                                         self.token_names)
+        attach(b, tokens)
+        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
+        losses = train_tokens(b, list(tokens.parameters()), samples,
+                              OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
+                              gen, self.ctx.progress, f"training {concept.name}")
+        header = {"method": self.name, "concept": concept.name, "backbone": str(b.path),
+                  "backbone_sha256": self._backbone_hash(), "config": self.describe()["config"],
+                  "epoch_losses": losses,
+                  "samples": {k: sum(1 for s in samples if s.kind == k) for k in sorted({s.kind for s in samples})}}
+        tokens.save(artifact, header)
+        return artifact
+
+    def _backbone_hash(self) -> str:
+        from unifybench.store import file_sha256
+        h = hashlib.sha256()
+        for p in self.backbone.weight_files():
+            h.update(file_sha256(p, self.ctx.cache_dir).encode())
+        return h.hexdigest()
+
+    def load_artifact(self, concept: Concept, path: Path | None) -> None:
+        from unifybench.models.concept_tokens import ConceptTokens, attach
+        tokens, header = ConceptTokens.load(path)
+        if header.get("method") != self.name or tokens.token_ids.tolist() != self.token_ids:
+            raise UserError(f"{path}: concept tokens of {header.get('method')!r} do not fit this yochameleon setup")
+        attach(self.backbone, tokens)
+
+    def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
+        preds = []
+        gen_items = [i for i in items if i.task in (GEN, KNOWLEDGE_GEN)]
+        limit = self.config.gen_prompts_limit
+        if limit > 0:  # recorded in the run's config; the tiny preset draws one prompt per task
+            gen_items = [i for i in gen_items if i.task == GEN][:limit] + \
+                [i for i in gen_items if i.task == KNOWLEDGE_GEN][:limit]
+        text_items = [i for i in items if i.task in (REC, VQA, TEXT_QA)]
+        with torch.no_grad():
+            with maybe_task(self.ctx.progress, f"answering {concept.name}", len(text_items)) as advance:
+                for item in text_items:
+                    preds.append(self._answer(item))
+                    advance()
+            n_images = sum(self._n_images(i) for i in gen_items)
+            with maybe_task(self.ctx.progress, f"generating {concept.name}", n_images) as advance:
+                for n, item in enumerate(gen_items):
+                    preds.append(self._generate(item, n, out_dir, advance))
+        return preds
+
+    def _answer(self, item: Item) -> Prediction:
+        b = self.backbone
+        human = self.personalized_prompt() + self._text(" " + item.prompt)
+        if item.image is not None:
+            human += self._image_block(item.image)
+        ids = torch.tensor([[b.bos_id] + human + [b.eot_id]], device=b.model.device)
+        out = b.generate_text(ids, max_new_tokens=self.config.max_new_tokens)
+        # Drop the self-prompting tokens and any concept token before decoding the answer text.
+        skip = set(self.token_ids) | {b.eot_id, b.eos_id}
+        text = b.tokenizer.decode([t for t in out if t not in skip], skip_special_tokens=True).strip()
+        return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
+
+    def _n_images(self, item: Item) -> int:
+        return self.config.images_per_prompt or item.n_images
+
+    def _generate(self, item: Item, n: int, out_dir: Path, advance) -> Prediction:
+        b = self.backbone
+        prompt = [b.bos_id] + self.personalized_prompt() + self._text(" " + item.prompt) + [b.eot_id]
+        if self.config.self_prompting:
+            prompt += self.g_ids  # the answer starts with the generation tokens, as trained
+        gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
+        codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
+                                  top_k=self.config.top_k, top_p=self.config.top_p,
+                                  batch_size=self.config.gen_batch_size)
+        paths = []
+        folder = out_dir / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(b.decode_images(codes)):
+            path = folder / f"{item.task}_{n:03d}_{k}.png"
+            image.save(path)
+            paths.append(str(path.resolve()))
+            advance()
+        return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)

@@ -1,0 +1,159 @@
+"""`unifybench run|eval|items|validate|ls`: the command line. Imports nothing heavy at start-up."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from unifybench.errors import UserError
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name (see `unifybench ls benchmarks`)")
+    p.add_argument("--data-root", help="folder holding the benchmark's files (not needed for unifybench-mini)")
+    p.add_argument("--evaluators", help="comma-separated evaluator names (default: every local one that fits)")
+    p.add_argument("--eval-preset", action="append", metavar="EVALUATOR=PRESET", default=[],
+                   help="a named preset for one evaluator, e.g. recognition=unictokens")
+    p.add_argument("--concepts", help="comma-separated concept names (default: all)")
+    p.add_argument("--output-dir", type=Path, help="where results.json, samples/ and the table go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--model", action="append", metavar="ROLE=PATH", default=[],
+                   help="local weights for a role, e.g. chameleon=/ckpt/Anole-7b-v0.1-hf or clip=/ckpt/ViT-L-14")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unifybench", description=__doc__.split(":")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train a method for every concept, generate, score, write results")
+    p.add_argument("--method", required=True, help="method or baseline name (see `unifybench ls methods`)")
+    p.add_argument("--preset", help="method preset: paper (default) or tiny (random tiny models + mini benchmark)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse finished concepts in --output-dir (default on)")
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)")
+    p.add_argument("--predictions", type=Path, required=True,
+                   help="JSONL, one line per item: {id, concept, task, prompt, text | images}")
+    _add_common(p)
+
+    p = sub.add_parser("items", help="print a benchmark's task items as JSONL")
+    p.add_argument("--benchmark", default="unifybench-mini")
+    p.add_argument("--data-root")
+    p.add_argument("--concepts")
+    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen)")
+
+    p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image")
+    p.add_argument("--benchmark", default="unifybench-mini")
+    p.add_argument("--data-root")
+
+    p = sub.add_parser("ls", help="list registered methods, baselines, benchmarks or evaluators")
+    p.add_argument("kind", choices=["methods", "baselines", "benchmarks", "evaluators"])
+    return parser
+
+
+def _spec_from_args(args, method: str):
+    from unifybench.runner import RunSpec
+    preset = getattr(args, "preset", None)
+    tiny = preset == "tiny"
+    out = args.output_dir or Path("runs") / f"{method}-{args.benchmark}-{preset or 'paper'}"
+    return RunSpec(method=method, benchmark=args.benchmark, data_root=args.data_root,
+                   evaluators=_csv(args.evaluators), evaluator_presets=_key_values(args.eval_preset, "--eval-preset"),
+                   preset=preset, overrides=_key_values(getattr(args, "set", []), "--set"), output_dir=out,
+                   seed=args.seed, device=args.device, dtype=args.dtype, concepts=_csv(args.concepts),
+                   models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
+                   cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None)
+
+
+def cmd_run(args) -> int:
+    from unifybench.runner import run
+    spec = _spec_from_args(args, args.method)
+    doc = run(spec)
+    _print_summary(doc, spec.output_dir)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from unifybench.evaluate import evaluate_predictions
+    spec = _spec_from_args(args, "predictions")
+    doc = evaluate_predictions(spec, args.predictions)
+    _print_summary(doc, spec.output_dir)
+    return 0
+
+
+def _print_summary(doc: dict, out: Path) -> None:
+    from unifybench.progress import console
+    from unifybench.report import run_table
+    console.print(run_table(doc), markup=False, highlight=False)
+    console.print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", markup=False)
+
+
+def cmd_items(args) -> int:
+    from unifybench.runner import make_benchmark, select_concepts
+    bench = make_benchmark(args.benchmark, args.data_root)
+    for concept in select_concepts(bench, _csv(args.concepts)):
+        for item in bench.items(concept):
+            if args.task and item.task != args.task:
+                continue
+            d = {k: v for k, v in item.__dict__.items() if v not in (None, (), "")}
+            d = {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from unifybench.runner import make_benchmark
+    bench = make_benchmark(args.benchmark, args.data_root)
+    concepts = bench.concepts()
+    n_items = sum(len(bench.items(c)) for c in concepts)
+    problems = bench.validate() if hasattr(bench, "validate") else []
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"{bench.name}: {len(concepts)} concepts, {n_items} items, {len(problems)} problems")
+    return 2 if problems else 0
+
+
+def cmd_ls(args) -> int:
+    from unifybench.registry import REGISTRIES
+    for entry in REGISTRIES[args.kind].entries():
+        print(f"{entry.name}\t{entry.description}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "items": cmd_items, "validate": cmd_validate, "ls": cmd_ls}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"unifybench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("unifybench: interrupted; finished concepts are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

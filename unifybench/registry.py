@@ -1,0 +1,102 @@
+"""Name -> class registries for benchmarks, methods, baselines and evaluators.
+
+Entries are lazy ``"module:Class"`` strings so that ``unifybench --help`` and ``unifybench ls`` never
+import torch or a backbone; the class is imported on first ``get``. Third-party packages add entries
+through the entry-point groups ``unifybench.<kind>`` (value ``"package.module:Class"``).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from unifybench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module:Class"
+    description: str
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind  # "methods", "baselines", ...
+        self._entries: dict[str, Entry] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str, target: str, description: str) -> None:
+        old = self._entries.get(name)
+        if old is not None and old.target != target:
+            raise ValueError(f"{self.kind[:-1]} {name!r} is registered twice: {old.target} and {target}")
+        self._entries[name] = Entry(name, target, description)
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=f"unifybench.{self.kind}"):
+            # A plugin's description is its class docstring's first line, read only when listed.
+            self.register(ep.name, ep.value, "")
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        self._load_plugins()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(self.names()) or "none"
+            raise UserError(f"unknown {self.kind[:-1]} {name!r}{hint} (known: {known})")
+        return self._entries[name]
+
+    def get(self, name: str) -> type:
+        module_name, _, attr = self.entry(name).target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+BENCHMARKS = Registry("benchmarks")
+METHODS = Registry("methods")
+BASELINES = Registry("baselines")
+EVALUATORS = Registry("evaluators")
+
+REGISTRIES = {r.kind: r for r in (BENCHMARKS, METHODS, BASELINES, EVALUATORS)}
+
+
+def get_runnable(name: str) -> type:
+    """A method or a baseline by name: `run --method NAME` accepts either."""
+    if name in METHODS:
+        return METHODS.get(name)
+    if name in BASELINES:
+        return BASELINES.get(name)
+    METHODS.entry(name)  # raises the did-you-mean error over methods
+    raise AssertionError("unreachable")
+
+
+# --- built-in entries (descriptions are kept here so listing imports nothing heavy) ---
+BENCHMARKS.register("unifybench-mini", "unifybench.data.unifybench:UnifyBenchMini",
+                    "Bundled 4-concept mini benchmark in the UnifyBench layout (DreamBench photos, CC-BY 4.0)")
+BENCHMARKS.register("unifybench", "unifybench.data.unifybench:UnifyBench",
+                    "UnifyBench (UniCTokens paper): 20 concepts, understanding + generation + knowledge T2I")
+
+METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
+                 "Yo'Chameleon (CVPR 2025): dual soft prompts with self-prompting and soft positives on Chameleon/Anole")
+
+BASELINES.register("random", "unifybench.baselines.random:RandomBaseline",
+                   "Random row: coin-flip recognition answers and uniformly random image tokens")
+
+EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognition",
+                    "Recognition weighted recall: mean of positive and negative recall per concept")
+EVALUATORS.register("clip_i", "unifybench.evaluators.clip_image:ClipImage",
+                    "CLIP-I: cosine of generated images to the concept's reference images (open_clip)")

@@ -1,0 +1,220 @@
+"""A run: method x benchmark x concepts x evaluators -> results.json, samples/*.jsonl, leaderboard.md.
+
+Each concept is a unit (fit, then predict) whose outputs are written atomically under
+`<output-dir>/concepts/<concept>/` with a key: the hash of everything that determines them. A rerun
+with the same key reuses them (`--resume`, the default), so a crash loses at most the unit in flight.
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import unifybench
+from unifybench import environment as env
+from unifybench.data.schema import Benchmark, Concept, Item, Prediction
+from unifybench.errors import UserError
+from unifybench.progress import Progress, maybe_task
+from unifybench.registry import BENCHMARKS, EVALUATORS, get_runnable
+from unifybench.store import canonical_hash, file_sha256, read_jsonl, write_json, write_jsonl
+
+SCHEMA_VERSION = 1
+TINY_NOTICE = ("These numbers come from RANDOM TINY MODELS (the embedded --preset tiny default): "
+               "they test the pipeline and say nothing about any method.")
+
+
+@dataclass
+class RunSpec:
+    method: str
+    benchmark: str = "unifybench-mini"
+    data_root: str | None = None
+    evaluators: list[str] | None = None           # None: every local evaluator for the method's tasks
+    evaluator_presets: dict[str, str] = field(default_factory=dict)
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path = Path("runs/default")
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    concepts: list[str] | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    resume: bool = True
+    cache_dir: Path = Path.home() / ".cache" / "unifybench"
+    tiny: bool = False
+    progress: bool | None = None                  # None: when stderr is a terminal
+
+
+def make_benchmark(name: str, data_root: str | None) -> Benchmark:
+    cls = BENCHMARKS.get(name)
+    needs_root = "root" in inspect.signature(cls.__init__).parameters and \
+        inspect.signature(cls.__init__).parameters["root"].default is inspect.Parameter.empty
+    if needs_root and not data_root:
+        raise UserError(f"benchmark {name!r} needs --data-root (the folder holding its files)")
+    if data_root and not Path(data_root).exists():
+        raise UserError(f"data root {data_root} does not exist")
+    return cls(data_root) if needs_root else cls()
+
+
+def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Concept]:
+    concepts = benchmark.concepts()
+    if not names:
+        return concepts
+    known = {c.name: c for c in concepts}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"benchmark {benchmark.name!r} has no concept {missing[0]!r} "
+                        f"(known: {', '.join(known)})")
+    return [known[n] for n in names]
+
+
+def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str]) -> list:
+    if names is None:
+        names = [e.name for e in EVALUATORS.entries()
+                 if EVALUATORS.get(e.name).tasks & tasks and not getattr(EVALUATORS.get(e.name), "needs_service", False)]
+    for name in presets:
+        if name not in names:
+            raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
+    return [EVALUATORS.get(n)(preset=presets.get(n)) for n in names]
+
+
+def run(spec: RunSpec) -> dict:
+    """Train, predict and score; returns the results dict also written to results.json."""
+    method_cls = get_runnable(spec.method)      # names first: a typo fails before any work
+    benchmark = make_benchmark(spec.benchmark, spec.data_root)
+    concepts = select_concepts(benchmark, spec.concepts)
+    ctx = _method_context(spec)
+    method = method_cls(ctx, spec.preset, spec.overrides)
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks)
+    wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    with Progress(spec.progress) as progress:
+        ctx.progress = progress
+        method.setup()
+        model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
+                        for role, p in sorted(method.model_files().items())}
+        data_hash = canonical_hash([(str(p.name), file_sha256(p)) for p in benchmark.data_files()])
+        predictions: dict[str, list[Prediction]] = {}
+        with maybe_task(progress, "concepts", len(concepts)) as advance:
+            for concept in concepts:
+                items = [i for i in benchmark.items(concept) if i.task in wanted]
+                key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
+                                      "seed": spec.seed, "items": [i.id for i in items],
+                                      "version": unifybench.__version__})
+                predictions[concept.name] = _run_unit(method, benchmark, concept, items, out, key, spec)
+                advance()
+        results = score(benchmark, concepts, predictions, evaluators, out, spec, progress)
+
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "unifybench_version": unifybench.__version__,
+        "git_hash": env.git_hash(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tiny": spec.tiny,
+        **({"notice": TINY_NOTICE} if spec.tiny else {}),
+        "environment": env.environment(spec.device, spec.dtype),
+        "config": {"method": method.describe(), "benchmark": benchmark.name, "data_root": spec.data_root,
+                   "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
+                   "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
+        "models": model_hashes,
+        "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
+        "results": {benchmark.name: results},
+    }
+    write_json(out / "results.json", doc)
+    from unifybench.report import write_run_table
+    write_run_table(doc, out / "leaderboard.md")
+    return doc
+
+
+def _method_context(spec: RunSpec):
+    from unifybench.methods.base import RunContext
+    return RunContext(device=spec.device, dtype=spec.dtype, seed=spec.seed, cache_dir=Path(spec.cache_dir),
+                      tiny=spec.tiny, models=dict(spec.models))
+
+
+def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
+              spec: RunSpec) -> list[Prediction]:
+    """Fit and predict one concept, reusing finished work with the same key."""
+    cdir = out / "concepts" / concept.name
+    done = cdir / "unit.json"
+    pred_file = cdir / "predictions.jsonl"
+    if spec.resume and done.exists() and pred_file.exists():
+        import json
+        if json.loads(done.read_text()).get("key") == key:
+            return [Prediction.from_json(r) for r in read_jsonl(pred_file)]
+    cdir.mkdir(parents=True, exist_ok=True)
+    env.seed_everything(env.derive_seed(spec.seed, "fit", concept.name))
+    artifact = method.fit(concept, benchmark, cdir)
+    method.load_artifact(concept, artifact)
+    env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
+    preds = method.predict(concept, items, cdir)
+    rel = [_relative(p, out) for p in preds]
+    write_jsonl(pred_file, [p.to_json() for p in rel])
+    write_json(done, {"key": key, "concept": concept.name,
+                      "artifact": str(artifact.relative_to(out)) if artifact else None})
+    return rel
+
+
+def _relative(p: Prediction, out: Path) -> Prediction:
+    """Image paths in predictions are stored relative to the run folder, so runs can be moved."""
+    p.images = [str(Path(i).resolve().relative_to(out.resolve())) if Path(i).is_absolute() else i
+                for i in p.images]
+    return p
+
+
+def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, list[Prediction]],
+          evaluators: list, out: Path, spec: RunSpec, progress: Progress | None = None,
+          run_dir: Path | None = None) -> dict:
+    """Score predictions with each evaluator; writes out/samples/<evaluator>.jsonl, returns the results.
+
+    Image paths in predictions are relative to `run_dir` (default: `out`)."""
+    from unifybench.evaluators.base import EvalContext, aggregate
+    ctx = EvalContext(run_dir=run_dir or out, device=spec.device, dtype=spec.dtype, cache_dir=Path(spec.cache_dir),
+                      models=dict(spec.models), tiny=spec.tiny, seed=spec.seed)
+    results = {}
+    for ev in evaluators:
+        by_concept = {}
+        rows = []
+        with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
+            for concept in concepts:
+                items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
+                preds = {p.id: p for p in predictions.get(concept.name, []) if p.task in ev.tasks}
+                items = [i for i in items if i.id in preds]
+                if not items:
+                    advance()
+                    continue
+                scores = ev.score(concept, items, preds, ctx)
+                by_concept[concept.name] = scores
+                rows.extend(_sample_row(s, preds, spec.tiny) for s in scores)
+                advance()
+        if not by_concept:
+            continue
+        result = aggregate(by_concept, ev)
+        extra = getattr(ev, "extra_aggregates", None)
+        if extra is not None:
+            result.update(extra(by_concept))
+        result["preset"] = ev.preset
+        results[ev.name] = result
+        write_jsonl(out / "samples" / f"{ev.name}.jsonl", rows)
+    return results
+
+
+def _sample_row(s, preds: dict[str, Prediction], tiny: bool) -> dict:
+    pred = preds.get(s.id.split("#")[0])
+    row = {"id": s.id, "concept": s.concept}
+    if pred is not None:
+        row["task"] = pred.task
+        row["prompt"] = pred.prompt
+        if pred.text is not None:
+            row["answer"] = pred.text
+        if "#" in s.id and pred.images:
+            row["image"] = pred.images[int(s.id.split("#")[1])]
+        elif pred.images:
+            row["images"] = pred.images
+    row.update(s.to_json())
+    if tiny:
+        row["tiny_model"] = True
+    return row
