@@ -94,7 +94,7 @@ METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
                  "Yo'Chameleon (CVPR 2025): dual soft prompts with self-prompting and soft positives on Chameleon/Anole")
 
 BASELINES.register("random", "unifybench.baselines.random:RandomBaseline",
-                   "Random row: coin-flip recognition answers and uniformly random image tokens")
+                   "Random row: a seeded coin flip answers each recognition question")
 
 EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognition",
                     "Recognition weighted recall: mean of positive and negative recall per concept")
