@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -78,7 +78,7 @@ class ConceptTokens(nn.Module):
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("unifybench", "{}"))
                 t = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, ValueError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise UserError(f"{path}: not a readable concept-token file ({e})") from None
         if meta.get("format") != FORMAT or not {"embed", "head", "token_ids", "head_ids"} <= set(t):
             raise UserError(f"{path}: not a unifybench concept-token file (format {meta.get('format')!r})")
