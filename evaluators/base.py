@@ -42,6 +42,9 @@ class EvalContext:
     models: dict[str, str] = field(default_factory=dict)   # e.g. {"clip": "/path/to/ckpt"}
     tiny: bool = False             # use the tiny random models (the embedded default)
     seed: int = 0
+    judge_base_url: str | None = None   # OpenAI-compatible server; the key comes from the environment
+    judge_model: str | None = None
+    judge_enabled: bool = True          # False: `--judge none`, judge metrics are reported as off
 
 
 class Evaluator:
@@ -50,6 +53,7 @@ class Evaluator:
     version: str = "1"
     tasks: frozenset[str] = frozenset()        # item tasks this evaluator scores
     higher_is_better: bool = True
+    needs_service: bool = False                # True: calls a judge server (off unless one is given)
     presets: dict[str, dict[str, Any]] = {}    # named parameter sets; "default" is the paper's
     defaults: dict[str, Any] = {}
 

@@ -38,10 +38,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="local weights for a role, e.g. chameleon=/ckpt/Anole-7b-v0.1-hf or clip=/ckpt/ViT-L-14")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--judge-base-url", help="OpenAI-compatible server for LLM-judge metrics "
+                   "(key from $UNIFYBENCH_JUDGE_API_KEY or $OPENAI_API_KEY)")
+    p.add_argument("--judge-model", help="judge model name on that server")
+    p.add_argument("--judge", choices=["on", "none"], default="on",
+                   help="none: switch judge metrics off (reported as off, not as zero)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unifybench", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(prog="unifybench", description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train a method for every concept, generate, score, write results")
@@ -82,7 +87,9 @@ def _spec_from_args(args, method: str):
                    preset=preset, overrides=_key_values(getattr(args, "set", []), "--set"), output_dir=out,
                    seed=args.seed, device=args.device, dtype=args.dtype, concepts=_csv(args.concepts),
                    models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
-                   cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None)
+                   cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None,
+                   judge_base_url=args.judge_base_url, judge_model=args.judge_model,
+                   judge_enabled=args.judge != "none")
 
 
 def cmd_run(args) -> int:
@@ -142,9 +149,33 @@ def cmd_ls(args) -> int:
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "items": cmd_items, "validate": cmd_validate, "ls": cmd_ls}
 
+# Further commands live in their own modules, each with `configure(parser)` and `main(args) -> int`;
+# those modules must import nothing heavy at the top (the parser is built for every invocation).
+PLUGGED = {
+    "table": ("unifybench.commands.table", "render paper-style tables from results files"),
+    "regress": ("unifybench.commands.regress", "compare results with a golden file; exit 1 on drift"),
+    "compare": ("unifybench.commands.compare", "paired differences between two runs over shared concepts"),
+    "report": ("unifybench.commands.report", "a static HTML report with tables and image grids"),
+}
+
+
+def _plugged_parsers(sub) -> None:
+    import importlib
+    for name, (module, help_text) in PLUGGED.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # not built yet
+        mod.configure(sub.add_parser(name, help=help_text))
+        COMMANDS[name] = mod.main
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _plugged_parsers(parser._subparsers._group_actions[0])
+    args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:

@@ -35,7 +35,8 @@ def evaluate_predictions(spec: RunSpec, path: Path) -> dict:
     concepts = select_concepts(benchmark, spec.concepts)
     preds = load_predictions(Path(path))
     tasks = frozenset(p.task for p in preds)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks)
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks,
+                                 spec.judge_enabled and bool(spec.judge_base_url))
     by_concept: dict[str, list[Prediction]] = {}
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)

@@ -44,6 +44,9 @@ class RunSpec:
     cache_dir: Path = Path.home() / ".cache" / "unifybench"
     tiny: bool = False
     progress: bool | None = None                  # None: when stderr is a terminal
+    judge_base_url: str | None = None             # OpenAI-compatible server for judge metrics
+    judge_model: str | None = None
+    judge_enabled: bool = True                    # --judge none switches judge metrics off
 
 
 def make_benchmark(name: str, data_root: str | None) -> Benchmark:
@@ -69,10 +72,12 @@ def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Conce
     return [known[n] for n in names]
 
 
-def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str]) -> list:
+def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str],
+                    judge: bool = False) -> list:
+    """The named evaluators, or every one that fits `tasks` (judge ones only when a judge is set)."""
     if names is None:
         names = [e.name for e in EVALUATORS.entries()
-                 if EVALUATORS.get(e.name).tasks & tasks and not getattr(EVALUATORS.get(e.name), "needs_service", False)]
+                 if EVALUATORS.get(e.name).tasks & tasks and (judge or not EVALUATORS.get(e.name).needs_service)]
     for name in presets:
         if name not in names:
             raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
@@ -86,7 +91,7 @@ def run(spec: RunSpec) -> dict:
     concepts = select_concepts(benchmark, spec.concepts)
     ctx = _method_context(spec)
     method = method_cls(ctx, spec.preset, spec.overrides)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks)
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, _judge_on(spec))
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +132,10 @@ def run(spec: RunSpec) -> dict:
     from unifybench.report import write_run_table
     write_run_table(doc, out / "leaderboard.md")
     return doc
+
+
+def _judge_on(spec: RunSpec) -> bool:
+    return spec.judge_enabled and bool(spec.judge_base_url)
 
 
 def _method_context(spec: RunSpec):
@@ -173,7 +182,9 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
     Image paths in predictions are relative to `run_dir` (default: `out`)."""
     from unifybench.evaluators.base import EvalContext, aggregate
     ctx = EvalContext(run_dir=run_dir or out, device=spec.device, dtype=spec.dtype, cache_dir=Path(spec.cache_dir),
-                      models=dict(spec.models), tiny=spec.tiny, seed=spec.seed)
+                      models=dict(spec.models), tiny=spec.tiny, seed=spec.seed,
+                      judge_base_url=spec.judge_base_url, judge_model=spec.judge_model,
+                      judge_enabled=spec.judge_enabled)
     results = {}
     for ev in evaluators:
         by_concept = {}
