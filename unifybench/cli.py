@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)")
-    p.add_argument("--predictions", type=Path, required=True,
-                   help="JSONL, one line per item: {id, concept, task, prompt, text | images}")
+    p.add_argument("--predictions", type=Path, required=True, action="append",
+                   help="JSONL of {item_id, answer} lines and/or an image manifest of {item_id, path} "
+                        "lines (ids from `unifybench items`); may be given several times")
     _add_common(p)
 
     p = sub.add_parser("items", help="print a benchmark's task items as JSONL")
@@ -103,6 +104,8 @@ def cmd_run(args) -> int:
 def cmd_eval(args) -> int:
     from unifybench.evaluate import evaluate_predictions
     spec = _spec_from_args(args, "predictions")
+    if args.output_dir is None:
+        spec.output_dir = Path("runs") / f"eval-{args.benchmark}"
     doc = evaluate_predictions(spec, args.predictions)
     _print_summary(doc, spec.output_dir)
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import unifybench
 from unifybench import environment as env
-from unifybench.data.schema import TASKS, Prediction
+from unifybench.data.schema import Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.progress import Progress
 from unifybench.report import write_run_table
@@ -14,43 +14,67 @@ from unifybench.runner import SCHEMA_VERSION, TINY_NOTICE, RunSpec, make_benchma
 from unifybench.store import read_jsonl, write_json
 
 
-def load_predictions(path: Path) -> list[Prediction]:
-    if not path.exists():
-        raise UserError(f"predictions file {path} does not exist")
-    preds = []
-    for n, row in enumerate(read_jsonl(path), 1):
-        for key in ("id", "concept", "task"):
-            if not isinstance(row.get(key), str):
-                raise DataError(path, f"line {n} has no string {key!r}", field=key)
-        if row["task"] not in TASKS:
-            raise DataError(path, f"line {n}: unknown task {row['task']!r} (known: {', '.join(TASKS)})", field="task")
-        if "text" not in row and "images" not in row and "error" not in row:
-            raise DataError(path, f"line {n} has neither 'text' nor 'images'", field="text")
-        preds.append(Prediction.from_json(row))
-    return preds
+def load_predictions(paths: list[Path], items_by_id: dict[str, Item]) -> list[Prediction]:
+    """Predictions from JSONL files in either form, merged by item id.
+
+    * our own form (what `run` writes): `{id, concept, task, prompt, text | images | error}`;
+    * bring-your-own form: text answers `{"item_id", "answer"}` and an image manifest
+      `{"item_id", "path"}` (one line per image); concept and task come from the benchmark's items.
+    Image paths are relative to the file's folder unless absolute.
+    """
+    merged: dict[str, Prediction] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"predictions file {path} does not exist")
+        base = path.resolve().parent
+        for n, row in enumerate(read_jsonl(path), 1):
+            item_id = row.get("item_id", row.get("id"))
+            if not isinstance(item_id, str):
+                raise DataError(path, f"line {n} has no string 'item_id'", field="item_id")
+            item = items_by_id.get(item_id)
+            if item is None:
+                raise DataError(path, f"line {n}: no item {item_id!r} in this benchmark "
+                                "(see `unifybench items`)", field="item_id")
+            pred = merged.setdefault(item_id, Prediction(item.id, item.concept, item.task, item.prompt))
+            if "answer" in row or "text" in row:
+                text = row.get("answer", row.get("text"))
+                if not isinstance(text, str):
+                    raise DataError(path, f"line {n}: the answer is not a string", field="answer")
+                pred.text = text
+            elif "path" in row or "images" in row:
+                images = [row["path"]] if "path" in row else row["images"]
+                if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+                    raise DataError(path, f"line {n}: image paths must be strings", field="path")
+                pred.images += [i if Path(i).is_absolute() else str(base / i) for i in images]
+            elif "error" in row:
+                pred.error = str(row["error"])
+            else:
+                raise DataError(path, f"line {n} has neither 'answer' nor 'path'", field="answer")
+    return list(merged.values())
 
 
-def evaluate_predictions(spec: RunSpec, path: Path) -> dict:
+def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     benchmark = make_benchmark(spec.benchmark, spec.data_root)
     concepts = select_concepts(benchmark, spec.concepts)
-    preds = load_predictions(Path(path))
+    items_by_id = {i.id: i for c in concepts for i in benchmark.items(c)}
+    preds = load_predictions([Path(p) for p in paths], items_by_id)
     tasks = frozenset(p.task for p in preds)
     evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks,
                                  spec.judge_enabled and bool(spec.judge_base_url))
     by_concept: dict[str, list[Prediction]] = {}
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)
-    # Image paths in the file are relative to the file's folder.
     spec.output_dir = Path(spec.output_dir)
-    run_dir = Path(path).resolve().parent
-    with Progress(spec.progress) as progress:
-        results = score(benchmark, concepts, by_concept, evaluators, spec.output_dir, spec, progress, run_dir)
+    with Progress(spec.progress) as progress:  # image paths are absolute by now
+        results = score(benchmark, concepts, by_concept, evaluators, spec.output_dir, spec, progress)
     doc = {"schema_version": SCHEMA_VERSION, "unifybench_version": unifybench.__version__,
            "git_hash": env.git_hash(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "tiny": spec.tiny, **({"notice": TINY_NOTICE} if spec.tiny else {}),
            "environment": env.environment(spec.device, spec.dtype),
-           "config": {"method": {"name": "predictions", "preset": str(path), "config": {}},
+           "config": {"method": {"name": "predictions", "preset": None,
+                                 "config": {"files": [str(p) for p in paths]}},
                       "benchmark": benchmark.name, "data_root": spec.data_root,
                       "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
                       "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},

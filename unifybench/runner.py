@@ -189,10 +189,12 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
     for ev in evaluators:
         by_concept = {}
         rows = []
+        n_missing = 0  # items of this evaluator's tasks without a prediction (never scored as 0)
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
                 items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
                 preds = {p.id: p for p in predictions.get(concept.name, []) if p.task in ev.tasks}
+                n_missing += sum(1 for i in items if i.id not in preds)
                 items = [i for i in items if i.id in preds]
                 if not items:
                     advance()
@@ -207,6 +209,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         extra = getattr(ev, "extra_aggregates", None)
         if extra is not None:
             result.update(extra(by_concept))
+        result["n_missing"] = n_missing
         result["preset"] = ev.preset
         results[ev.name] = result
         write_jsonl(out / "samples" / f"{ev.name}.jsonl", rows)
