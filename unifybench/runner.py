@@ -92,6 +92,7 @@ def run(spec: RunSpec) -> dict:
     ctx = _method_context(spec)
     method = method_cls(ctx, spec.preset, spec.overrides)
     evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, _judge_on(spec))
+    _check_images(benchmark)
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,14 @@ def run(spec: RunSpec) -> dict:
     from unifybench.report import write_run_table
     write_run_table(doc, out / "leaderboard.md")
     return doc
+
+
+def _check_images(benchmark: Benchmark) -> None:
+    """Open every image before any work starts: a bad file stops the run with its name, not hours in."""
+    problems = benchmark.validate() if hasattr(benchmark, "validate") else []
+    if problems:
+        more = f" (and {len(problems) - 1} more problems; see `unifybench validate`)" if len(problems) > 1 else ""
+        raise UserError(problems[0] + more)
 
 
 def _judge_on(spec: RunSpec) -> bool:

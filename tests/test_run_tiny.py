@@ -1,0 +1,95 @@
+"""`unifybench run --method yochameleon --preset tiny` end to end, through the real command."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unifybench.data.unifybench import UnifyBenchMini
+
+pytestmark = pytest.mark.slow
+
+
+def unifybench(*args, cache):
+    return subprocess.run([sys.executable, "-m", "unifybench.cli", *args, "--cache-dir", str(cache), "--no-progress"],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("run1")
+    proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--output-dir", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_outputs_and_results_schema(first_run):
+    doc = json.loads((first_run / "results.json").read_text())
+    for key in ("schema_version", "unifybench_version", "git_hash", "date", "environment", "config", "models"):
+        assert key in doc
+    assert doc["tiny"] is True and "RANDOM TINY MODELS" in doc["notice"]
+    assert doc["environment"]["libraries"]["torch"] and doc["environment"]["device"] == "cpu"
+    assert doc["config"]["seed"] == 0 and doc["config"]["method"]["preset"] == "tiny"
+    assert all(len(m["sha256"]) == 64 for m in doc["models"].values()) and doc["models"]
+    res = doc["results"]["unifybench-mini"]
+    concepts = [c.name for c in UnifyBenchMini().concepts()]
+    for name in ("recognition", "clip_i"):
+        r = res[name]
+        assert set(r) >= {"value", "n", "n_failed", "per_concept"}
+        assert sorted(r["per_concept"]) == sorted(concepts)
+        assert r["n"] > 0 and r["n_failed"] == 0
+        vals = [v for v in r["per_concept"].values() if v is not None]
+        assert r["value"] == pytest.approx(sum(vals) / len(vals))
+    assert 0.0 <= res["recognition"]["value"] <= 1.0 and -1.0 <= res["clip_i"]["value"] <= 1.0
+    table = (first_run / "leaderboard.md").read_text()
+    assert "RANDOM TINY MODELS" in table and "recognition" in table and "clip_i" in table
+    rows = [json.loads(l) for l in (first_run / "samples" / "clip_i.jsonl").read_text().splitlines()]
+    assert rows and all(r["tiny_model"] and (first_run / r["image"]).exists() for r in rows)
+    rec = [json.loads(l) for l in (first_run / "samples" / "recognition.jsonl").read_text().splitlines()]
+    assert all("answer" in r and "prompt" in r and r["score"] in (0.0, 1.0) for r in rec)
+    assert len(list((first_run / "concepts").glob("*/concept_tokens.safetensors"))) == len(concepts)
+
+
+def test_same_seed_reproduces_every_number(first_run, tmp_path, cache):
+    proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--output-dir", str(tmp_path), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads((first_run / "results.json").read_text())["results"]
+    b = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert a == b
+    for f in (first_run / "samples").glob("*.jsonl"):
+        assert f.read_text() == (tmp_path / "samples" / f.name).read_text()
+
+
+def test_unreadable_image_is_one_line_exit_2_and_nothing_written_is_lost(first_run, tmp_path, cache):
+    data = tmp_path / "data"
+    shutil.copytree(UnifyBenchMini().root, data)
+    concepts = json.loads((data / "concepts_list.json").read_text())
+    victim = sorted((data / "concept" / "train" / concepts[1]).glob("*.jpg"))[0]
+    victim.write_bytes(b"this is not a jpeg")
+    out = tmp_path / "run"
+    shutil.copytree(first_run, out)                    # an earlier run's outputs in the same folder
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--benchmark", "unifybench",
+                      "--data-root", str(data), "--output-dir", str(out), cache=cache)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and victim.name in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_malformed_info_json_is_one_line_exit_2(tmp_path, cache):
+    data = tmp_path / "data"
+    shutil.copytree(UnifyBenchMini().root, data)
+    concepts = json.loads((data / "concepts_list.json").read_text())
+    info = data / "concept" / "train" / concepts[0] / "info.json"
+    info.write_text("{not json")
+    proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--benchmark", "unifybench",
+                      "--data-root", str(data), "--output-dir", str(tmp_path / "o"), cache=cache)
+    assert proc.returncode == 2 and "info.json" in proc.stderr and "Traceback" not in proc.stderr
