@@ -97,7 +97,8 @@ def cmd_run(args) -> int:
     from unifybench.runner import run
     spec = _spec_from_args(args, args.method)
     doc = run(spec)
-    _print_summary(doc, spec.output_dir)
+    if doc:  # other ranks of a torchrun launch return nothing; rank 0 reports
+        _print_summary(doc, spec.output_dir)
     return 0
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import unifybench
-from unifybench import environment as env
+from unifybench import distributed, environment as env
 from unifybench.data.schema import Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.progress import Progress, maybe_task
@@ -97,22 +98,33 @@ def run(spec: RunSpec) -> dict:
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    with Progress(spec.progress) as progress:
+    rank, world = distributed.init(spec)
+    if world > 1:
+        ctx.device = spec.device = distributed.rank_device(spec.device)
+    with Progress(spec.progress if rank == 0 else False) as progress:
         ctx.progress = progress
         method.setup()
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
                         for role, p in sorted(method.model_files().items())}
         data_hash = canonical_hash([(str(p.name), file_sha256(p)) for p in benchmark.data_files()])
-        predictions: dict[str, list[Prediction]] = {}
-        with maybe_task(progress, "concepts", len(concepts)) as advance:
-            for concept in concepts:
+        mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
+        with maybe_task(progress, "concepts", len(mine)) as advance:
+            for concept in mine:
                 items = [i for i in benchmark.items(concept) if i.task in wanted]
                 key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                       "seed": spec.seed, "items": [i.id for i in items],
                                       "version": unifybench.__version__})
-                predictions[concept.name] = _run_unit(method, benchmark, concept, items, out, key, spec)
+                _run_unit(method, benchmark, concept, items, out, key, spec)
                 advance()
+        distributed.barrier()
+        if rank != 0:
+            distributed.finish()
+            return {}
+        # Rank 0 reads every unit back from disk, in concept order: the same with 1 rank or many.
+        predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
+                       for c in concepts}
         results = score(benchmark, concepts, predictions, evaluators, out, spec, progress)
+    distributed.finish()
 
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -153,27 +165,37 @@ def _method_context(spec: RunSpec):
                       tiny=spec.tiny, models=dict(spec.models))
 
 
+def _finished(marker: Path, key: str) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
-              spec: RunSpec) -> list[Prediction]:
-    """Fit and predict one concept, reusing finished work with the same key."""
+              spec: RunSpec) -> None:
+    """Fit, then predict, one concept; each stage is skipped when it finished with the same key.
+
+    A stage's marker is written last, after its outputs, so a crash inside a stage redoes only it.
+    """
     cdir = out / "concepts" / concept.name
-    done = cdir / "unit.json"
-    pred_file = cdir / "predictions.jsonl"
-    if spec.resume and done.exists() and pred_file.exists():
-        import json
-        if json.loads(done.read_text()).get("key") == key:
-            return [Prediction.from_json(r) for r in read_jsonl(pred_file)]
+    fit_done, predict_done = cdir / "fit.json", cdir / "unit.json"
+    if spec.resume and _finished(predict_done, key) and (cdir / "predictions.jsonl").exists():
+        return
     cdir.mkdir(parents=True, exist_ok=True)
-    env.seed_everything(env.derive_seed(spec.seed, "fit", concept.name))
-    artifact = method.fit(concept, benchmark, cdir)
+    if spec.resume and _finished(fit_done, key):
+        art = json.loads(fit_done.read_text())["artifact"]
+        artifact = out / art if art else None
+    else:
+        env.seed_everything(env.derive_seed(spec.seed, "fit", concept.name))
+        artifact = method.fit(concept, benchmark, cdir)
+        write_json(fit_done, {"key": key, "concept": concept.name,
+                              "artifact": str(artifact.relative_to(out)) if artifact else None})
     method.load_artifact(concept, artifact)
     env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
-    preds = method.predict(concept, items, cdir)
-    rel = [_relative(p, out) for p in preds]
-    write_jsonl(pred_file, [p.to_json() for p in rel])
-    write_json(done, {"key": key, "concept": concept.name,
-                      "artifact": str(artifact.relative_to(out)) if artifact else None})
-    return rel
+    preds = [_relative(p, out) for p in method.predict(concept, items, cdir)]
+    write_jsonl(cdir / "predictions.jsonl", [p.to_json() for p in preds])
+    write_json(predict_done, {"key": key, "concept": concept.name})
 
 
 def _relative(p: Prediction, out: Path) -> Prediction:
