@@ -102,6 +102,8 @@ class YoChameleon(Method):
             raise UserError(f"yochameleon: head_rows must be 'all' or 'identifier', not {cfg.head_rows!r}")
         self._image_codes: dict[tuple[str, bool], list[int]] = {}
         self._clip = None
+        if cfg.n_soft_positives > 0 or cfg.n_hard_negatives > 0:
+            self._retrieval_clip()  # loaded now so its weights are hashed into results.json
 
     def model_files(self) -> dict[str, Path]:
         files = {f"chameleon/{p.name}": p for p in self.backbone.weight_files()}

@@ -16,7 +16,9 @@ def init(spec) -> tuple[int, int]:
     import torch.distributed as dist
     if not dist.is_initialized():
         backend = "nccl" if spec.device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
+        # Rank 0 scores while the others wait at the final barrier: allow long scoring.
+        import datetime
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=12))
     return dist.get_rank(), dist.get_world_size()
 
 

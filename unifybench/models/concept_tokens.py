@@ -121,6 +121,10 @@ class SplicedHead(nn.Module):
     def weight(self) -> torch.Tensor:
         return self.base.weight
 
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.base, "bias", None)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.base(hidden)
         t = self.tokens
