@@ -60,8 +60,7 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     items_by_id = {i.id: i for c in concepts for i in benchmark.items(c)}
     preds = load_predictions([Path(p) for p in paths], items_by_id)
     tasks = frozenset(p.task for p in preds)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks,
-                                 spec.judge_enabled and bool(spec.judge_base_url))
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks, spec)
     by_concept: dict[str, list[Prediction]] = {}
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)
@@ -78,7 +77,9 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
                       "benchmark": benchmark.name, "data_root": spec.data_root,
                       "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
                       "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
-           "models": {}, "results": {benchmark.name: results}}
+           "models": {},
+           "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
+           "results": {benchmark.name: results}}
     write_json(spec.output_dir / "results.json", doc)
     write_run_table(doc, spec.output_dir / "leaderboard.md")
     return doc

@@ -100,3 +100,11 @@ EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognitio
                     "Recognition weighted recall: mean of positive and negative recall per concept")
 EVALUATORS.register("clip_i", "unifybench.evaluators.clip_image:ClipImage",
                     "CLIP-I: cosine of generated images to the concept's reference images (open_clip)")
+EVALUATORS.register("bleu", "unifybench.evaluators.bleu:Bleu",
+                    "BLEU of answers vs the reference: word BLEU-4 (sacrebleu); preset unictokens = char BLEU (nltk)")
+EVALUATORS.register("mc", "unifybench.evaluators.multiple_choice:MultipleChoice",
+                    "Multiple choice: letter or option text, circular over option orders, constant-'A' beside it")
+EVALUATORS.register("judge_qa", "unifybench.evaluators.judge_qa:JudgeQA",
+                    "LLM judge (OpenAI-compatible server): 0 / 0.5 / 1 for a free-form answer vs the reference")
+EVALUATORS.register("t2i_score", "unifybench.evaluators.knowledge:KnowledgeT2I",
+                    "Knowledge-driven T2I score: a VLM judge rates 0 / 0.5 / 1 whether an image shows the facts")

@@ -74,15 +74,26 @@ def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Conce
 
 
 def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str],
-                    judge: bool = False) -> list:
-    """The named evaluators, or every one that fits `tasks` (judge ones only when a judge is set)."""
+                    spec: RunSpec | None = None) -> list:
+    """The named evaluators, or every one that fits `tasks`.
+
+    Judge evaluators join the default list when a judge server is given, and also under `--judge none`
+    so that they show up as switched off; each is checked before any work starts.
+    """
+    judge_listed = spec is not None and (not spec.judge_enabled or bool(spec.judge_base_url))
     if names is None:
         names = [e.name for e in EVALUATORS.entries()
-                 if EVALUATORS.get(e.name).tasks & tasks and (judge or not EVALUATORS.get(e.name).needs_service)]
+                 if EVALUATORS.get(e.name).tasks & tasks and (judge_listed or not EVALUATORS.get(e.name).needs_service)]
     for name in presets:
         if name not in names:
             raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
-    return [EVALUATORS.get(n)(preset=presets.get(n)) for n in names]
+    evaluators = [EVALUATORS.get(n)(preset=presets.get(n)) for n in names]
+    if spec is not None:
+        ctx = _eval_context(spec, Path(spec.output_dir))
+        for ev in evaluators:
+            if ev.needs_service and hasattr(ev, "check"):
+                ev.check(ctx)  # a missing --judge-base-url fails now, not after hours of training
+    return evaluators
 
 
 def run(spec: RunSpec) -> dict:
@@ -92,7 +103,7 @@ def run(spec: RunSpec) -> dict:
     concepts = select_concepts(benchmark, spec.concepts)
     ctx = _method_context(spec)
     method = method_cls(ctx, spec.preset, spec.overrides)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, _judge_on(spec))
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec)
     _check_images(benchmark)
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
@@ -155,8 +166,12 @@ def _check_images(benchmark: Benchmark) -> None:
         raise UserError(problems[0] + more)
 
 
-def _judge_on(spec: RunSpec) -> bool:
-    return spec.judge_enabled and bool(spec.judge_base_url)
+def _eval_context(spec: RunSpec, run_dir: Path):
+    from unifybench.evaluators.base import EvalContext
+    return EvalContext(run_dir=run_dir, device=spec.device, dtype=spec.dtype, cache_dir=Path(spec.cache_dir),
+                       models=dict(spec.models), tiny=spec.tiny, seed=spec.seed,
+                       judge_base_url=spec.judge_base_url, judge_model=spec.judge_model,
+                       judge_enabled=spec.judge_enabled)
 
 
 def _method_context(spec: RunSpec):
@@ -211,11 +226,8 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
     """Score predictions with each evaluator; writes out/samples/<evaluator>.jsonl, returns the results.
 
     Image paths in predictions are relative to `run_dir` (default: `out`)."""
-    from unifybench.evaluators.base import EvalContext, aggregate
-    ctx = EvalContext(run_dir=run_dir or out, device=spec.device, dtype=spec.dtype, cache_dir=Path(spec.cache_dir),
-                      models=dict(spec.models), tiny=spec.tiny, seed=spec.seed,
-                      judge_base_url=spec.judge_base_url, judge_model=spec.judge_model,
-                      judge_enabled=spec.judge_enabled)
+    from unifybench.evaluators.base import aggregate
+    ctx = _eval_context(spec, run_dir or out)
     results = {}
     for ev in evaluators:
         by_concept = {}

@@ -1,0 +1,175 @@
+"""LLM-judge score of free-form answers (the UnifyBench "GPT" columns for VQA and text QA).
+
+The judge sees a question, the reference answer and the model's answer, and replies 0, 0.5 or 1
+(prompt ``qa-v1``, written for this project). The concept is written ``<name>`` in all three texts, as
+UnifyBench's own files write it. An empty answer scores 0 without a call. A model error, a request that
+failed after its retries, or a reply that is not one of the three scores is a failed sample (counted in
+``n_failed``), never a number. The image of a VQA item is not sent (as in the UniCTokens judge): the
+reference answer carries what the image shows.
+
+Judge settings come from the run (``--judge-base-url``, ``--judge-model``, the key from the environment,
+the run's seed). With ``--judge none`` the evaluator scores nothing and reports ``"off": true``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from unifybench.data.schema import PLACEHOLDER, TEXT_QA, VQA, Concept, Item, Prediction
+from unifybench.errors import UserError
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+
+# Versioned prompts. Changing a text means a new version string: the version is part of the cache key
+# and of the results, so numbers from different prompts are never mixed up.
+QA_PROMPTS = {
+    "qa-v1": {
+        "system": (
+            "You are grading answers to questions about one particular subject (a person, a pet or an "
+            "object), which is referred to by a name in angle brackets. For each question you receive a "
+            "reference answer, which is correct, and a candidate answer. Decide whether the candidate "
+            "gives the same information as the reference for what the question asks. Ignore wording, "
+            "grammar, spelling, length and politeness, and ignore extra details that do not contradict "
+            "the reference.\n"
+            "Reply with a single number and nothing else:\n"
+            "1 - the candidate agrees with the reference on everything the question asks;\n"
+            "0.5 - the candidate is partly right: it gets some of the asked information right, or it is "
+            "right but vague or hedged between alternatives;\n"
+            "0 - the candidate is wrong, contradicts the reference, does not answer, or is off topic.\n"
+            "For instance, if the question is which toy <max> likes best and the reference says a "
+            "squeaky yellow duck, then \"his yellow rubber duck that squeaks\" gets 1, \"a duck\" gets "
+            "0.5 and \"a tennis ball\" gets 0."
+        ),
+        "user": "Question: {question}\nReference answer: {reference}\nCandidate answer: {candidate}\n"
+                "Score (1, 0.5 or 0):",
+    },
+}
+
+
+def concept_text(text: str, concept: Concept, concept_as: str) -> str:
+    """`text` with the placeholder written as `concept_as` ("<{name}>", "{class_noun}", ...)."""
+    return text.replace(PLACEHOLDER, concept_as.format(name=concept.name, class_noun=concept.class_noun))
+
+
+class JudgeEvaluator(Evaluator):
+    """Shared plumbing of the judge evaluators: one client per run, 'off', stats in results."""
+
+    needs_service = True
+    prompt_versions: tuple[str, ...] = ()
+    defaults = {"prompt_version": "", "concept_as": "<{name}>", "max_tokens": 16, "timeout": 60.0,
+                "max_retries": 6, "backoff": 1.0, "max_consecutive_failures": 8, "workers": 4}
+
+    def __init__(self, preset: str | None = None, **params: Any):
+        super().__init__(preset, **params)
+        if self.params["prompt_version"] not in self.prompt_versions:
+            raise UserError(f"evaluator {self.name!r} has no prompt version {self.params['prompt_version']!r} "
+                            f"(known: {', '.join(self.prompt_versions)})")
+        self._client = None
+        self._off = False
+
+    def check(self, ctx: EvalContext) -> bool:
+        """False when judge metrics are switched off (`--judge none`); raises when asked for without a
+        server. The runner may call it before any work starts so a missing flag fails fast."""
+        if not ctx.judge_enabled:
+            return False
+        if not ctx.judge_base_url:
+            raise UserError(f"evaluator {self.name!r} needs a judge server: pass --judge-base-url URL and "
+                            "--judge-model NAME (the key comes from UNIFYBENCH_JUDGE_API_KEY or "
+                            "OPENAI_API_KEY), or --judge none to switch judge metrics off")
+        if not ctx.judge_model:
+            raise UserError(f"evaluator {self.name!r} needs --judge-model NAME (the model on "
+                            f"the judge server)")
+        return True
+
+    def client(self, ctx: EvalContext):
+        if self._client is None:
+            from unifybench.judge import JudgeClient
+            p = self.params
+            cache_dir = ctx.cache_dir if ctx.cache_dir is not None else ctx.run_dir / ".cache"
+            self._client = JudgeClient(ctx.judge_base_url, ctx.judge_model, seed=ctx.seed, cache_dir=cache_dir,
+                                       timeout=p["timeout"], max_retries=p["max_retries"], backoff=p["backoff"],
+                                       max_tokens=p["max_tokens"],
+                                       max_consecutive_failures=p["max_consecutive_failures"])
+        return self._client
+
+    def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
+              ctx: EvalContext) -> list[SampleScore]:
+        if not self.check(ctx):
+            self._off = True
+            return []
+        return self.judge(concept, items, predictions, ctx, self.client(ctx))
+
+    def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, Any]:
+        if self._off:
+            return {"off": True, "reason": "--judge none"}
+        if self._client is None:
+            return {}
+        return {"prompt_version": self.params["prompt_version"], "judge": self._client.stats()}
+
+    def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
+        """Beside the value: which judge and prompt made it, and what it cost (or that it was off)."""
+        if self._off:
+            return {"off": True}
+        if self._client is None:
+            return {}
+        st = self._client.stats()
+        return {"judge": {"model": st["model"], "prompt_version": self.params["prompt_version"],
+                          **{k: st[k] for k in ("calls", "requests", "cache_hits", "failures", "unparsable",
+                                                "prompt_tokens", "completion_tokens")}}}
+
+
+class JudgeQA(JudgeEvaluator):
+    name = "judge_qa"
+    description = "LLM judge: 0 / 0.5 / 1 for a free-form answer against the reference (VQA, text QA)"
+    version = "1"
+    tasks = frozenset({VQA, TEXT_QA})
+    prompt_versions = tuple(QA_PROMPTS)
+    presets = {"default": {}}
+    defaults = {**JudgeEvaluator.defaults, "prompt_version": "qa-v1"}
+
+    def messages(self, concept: Concept, item: Item, answer: str) -> list[dict]:
+        prompt = QA_PROMPTS[self.params["prompt_version"]]
+        fmt = self.params["concept_as"]
+        user = prompt["user"].format(question=concept_text(item.prompt, concept, fmt).strip(),
+                                     reference=concept_text(item.answer or "", concept, fmt).strip(),
+                                     candidate=concept_text(answer, concept, fmt).strip())
+        return [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": user}]
+
+    def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
+        from unifybench.judge import JudgeRequest, parse_score
+        out: list[SampleScore | None] = []
+        requests, slots = [], []
+        for item in items:
+            pred = predictions.get(item.id)
+            failed = _unscorable(item, pred)
+            if failed:
+                out.append(SampleScore(item.id, concept.name, None, failed=failed))
+            elif not pred.text.strip():
+                out.append(SampleScore(item.id, concept.name, 0.0, detail={"judge": "empty answer, not sent"}))
+            else:
+                slots.append(len(out))
+                out.append(None)
+                requests.append(JudgeRequest(self.messages(concept, item, pred.text),
+                                             self.params["prompt_version"], parse_score, label=item.id))
+        for slot, req, res in zip(slots, requests, client.ask_many(requests, self.params["workers"])):
+            item_id = req.label
+            if res.ok:
+                out[slot] = SampleScore(item_id, concept.name, float(res.value),
+                                        detail={"judge_reply": res.reply, "cached": res.cached})
+            else:
+                out[slot] = SampleScore(item_id, concept.name, None, failed=res.error,
+                                        detail={"judge_reply": res.reply} if res.reply is not None else {})
+        return out  # type: ignore[return-value]
+
+
+def _unscorable(item: Item, pred: Prediction | None) -> str | None:
+    if pred is None:
+        return "no prediction"
+    if pred.error is not None:
+        return f"model error: {pred.error}"
+    if pred.text is None:
+        return "no text answer"
+    if not item.answer:
+        return "item has no reference answer"
+    return None

@@ -1,0 +1,244 @@
+"""Multiple choice with circular evaluation (Yo'LLaVA visual and text QA, MMBench-style items).
+
+**How option orders are represented.** A benchmark loader turns each question into one :class:`Item` per
+option order with :func:`circular_items`: rotation ``k`` shifts the option texts by ``k`` places (the
+letters stay A, B, ...; ``answer`` follows its text), the id is ``"<base id>@<k>"`` and ``meta`` holds
+``("base_id", <base id>)``, ``("rotation", "<k>")`` and ``("n_rotations", "<N>")``. Rotation 0 is the order
+in the source file. A model answers every order as a separate item.
+
+**Parsing** (``parser="letter_or_text"``, the default): the reply's option letter, read at the start of
+the reply ("B", "B.", "(B)", "B) cat", "Answer: B", "The answer is B"; a bare "A" followed by a word is
+the article unless that word is option A's text), else the option text: the whole reply equal to one
+option's text, or exactly one option's text contained as a whole phrase (case-insensitive; an option
+whose every match lies inside a longer matching option's match does not count). Anything else is
+unparsed: scored wrong and counted in ``n_unparsed``.
+
+**Score.** Each order is scored 0/1. With ``circular=True`` a question counts as correct only if every one
+of its orders is correct; a question with a failed order (a model error) or with orders missing is left
+out (``n_incomplete``). Per concept the mean over questions, then the mean over concepts.
+
+Beside the value: ``const_a_accuracy``, the same number for an answerer that always picks the first
+option ("A"), on the same items; ``per_order_accuracy`` and ``const_a_per_order_accuracy`` (every order
+scored on its own); ``n_unparsed``, ``n_questions``, ``n_incomplete``. Yo'LLaVA's text QA has the answer
+at "A" for 396 of its 400 questions, so without rotations a constant "A" would score 0.99.
+
+Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines: correct iff the correct
+option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer naming both options
+counts as correct), on the orders as given (rotation 0 only), no circular evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from unifybench.data.schema import MC, Concept, Item, Prediction
+from unifybench.errors import UserError
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+
+ROTATION_SEP = "@"
+
+
+# ------------------------------------------------------------------------------------- option orders
+
+def circular_items(item: Item, n_rotations: int | None = None) -> list[Item]:
+    """`item` in each circular order of its options (rotation 0 first, as given); see the module doc."""
+    letters = [letter for letter, _ in item.options]
+    texts = [text for _, text in item.options]
+    if len(letters) < 2:
+        raise ValueError(f"item {item.id}: a multiple-choice item needs at least 2 options")
+    if item.answer not in letters:
+        raise ValueError(f"item {item.id}: answer {item.answer!r} is not one of the option letters {letters}")
+    n_opt = len(letters)
+    n = n_opt if n_rotations is None else int(n_rotations)
+    if not 1 <= n <= n_opt:
+        raise ValueError(f"item {item.id}: n_rotations must be between 1 and {n_opt}")
+    right = letters.index(item.answer)
+    out = []
+    for k in range(n):
+        shifted = texts[k:] + texts[:k]      # position j shows the original option (j + k) mod N
+        meta = tuple((key, v) for key, v in item.meta if key not in ("base_id", "rotation", "n_rotations"))
+        meta += (("base_id", item.id), ("rotation", str(k)), ("n_rotations", str(n)))
+        out.append(dataclasses.replace(item, id=f"{item.id}{ROTATION_SEP}{k}", options=tuple(zip(letters, shifted)),
+                                       answer=letters[(right - k) % n_opt], meta=meta))
+    return out
+
+
+def order_info(item: Item) -> tuple[str, int, int | None]:
+    """(base id, rotation, number of rotations or None) of an item; a plain item is its own question."""
+    meta = dict(item.meta)
+    if "base_id" in meta:
+        n = meta.get("n_rotations")
+        return meta["base_id"], int(meta.get("rotation", 0)), int(n) if n is not None else None
+    return item.id, 0, None
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+_PREFIX = r"(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*)?"
+_LETTER = re.compile(rf"^\s*(?P<prefix>{_PREFIX})(?P<open>[(\[]?)(?P<letter>[A-Za-z])(?P<close>[)\]]?)"
+                     r"(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+_EDGE = ".,;:!?\"'`*()[]{} \t\n"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower()).strip().strip(_EDGE).strip()
+
+
+def parse_letter(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
+    """The option letter the reply starts with, or None (see the module doc for the accepted forms)."""
+    m = _LETTER.match(reply)
+    if not m:
+        return None
+    letter, rest, prefix = m.group("letter"), m.group("rest"), bool(m.group("prefix"))
+    opened, closed = bool(m.group("open")), bool(m.group("close"))
+    by_upper = {lt.upper(): lt for lt, _ in options}
+    if letter.upper() not in by_upper or (opened and not closed) or rest[:1].isalnum():
+        return None                                    # not an option, "(B cat", "Ant", "B1"
+    found = by_upper[letter.upper()]
+    tail = rest.strip()
+    if closed or not tail.strip(_EDGE):
+        return found                                   # "(B)", "B)", "[B] cat", "B", "B.", "b"
+    if rest[0] in ".:,;" and (letter.isupper() or prefix):
+        return found                                   # "B. cat", "B: cat", "answer: b. cat"
+    if letter.isupper() and (prefix or letter not in ("A", "I")):
+        return found                                   # "The answer is B because", "B is right"
+    text = dict(options)[found]
+    if (letter.isupper() or prefix) and text and _norm(tail) == _norm(text):
+        return found                                   # "A Dog" where option A is "Dog"
+    return None                                        # "A cat sits here": the article
+
+
+def parse_text(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
+    """The one option whose text is the whole reply or is contained in it as a whole phrase, else None."""
+    norm = _norm(reply)
+    exact = [lt for lt, text in options if _norm(text) and _norm(text) == norm]
+    if len(exact) == 1:
+        return exact[0]
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for lt, text in options:
+        t = _norm(text)
+        if t:
+            found = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\w){re.escape(t)}(?!\w)", norm)]
+            if found:
+                spans[lt] = found
+    def covered(lt: str) -> bool:   # every match of lt lies inside a longer match of another option
+        return all(any(o != lt and os <= s and e <= oe and (oe - os) > (e - s)
+                       for o, oss in spans.items() for os, oe in oss) for s, e in spans[lt])
+    hits = [lt for lt in spans if not covered(lt)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def parse_choice(reply: str, options: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
+    """(letter, how): how is "letter", "text", or None when the reply names no single option."""
+    letter = parse_letter(reply, options)
+    if letter is not None:
+        return letter, "letter"
+    letter = parse_text(reply, options)
+    return (letter, "text") if letter is not None else (None, None)
+
+
+# ----------------------------------------------------------------------------------------- evaluator
+
+class MultipleChoice(Evaluator):
+    name = "mc"
+    description = "Multiple choice: option letter or text, circular over option orders; constant-'A' beside it"
+    version = "1"
+    tasks = frozenset({MC})
+    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True}
+    presets = {"default": {},
+               "yochameleon": {"parser": "text_substring", "circular": False}}
+
+    def __init__(self, preset: str | None = None, **params: Any):
+        super().__init__(preset, **params)
+        if self.params["parser"] not in ("letter_or_text", "text_substring"):
+            raise UserError(f"mc: parser must be 'letter_or_text' or 'text_substring', "
+                            f"got {self.params['parser']!r}")
+
+    def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
+              ctx: EvalContext) -> list[SampleScore]:
+        out = []
+        for item in items:
+            base, rotation, n_rot = order_info(item)
+            if not self.params["circular"] and rotation != 0:
+                continue                                # non-circular: the order as given only
+            letters = [lt for lt, _ in item.options]
+            detail = {"base_id": base, "rotation": rotation, "n_rotations": n_rot, "gold": item.answer,
+                      "first_option": letters[0] if letters else None}
+            pred = predictions.get(item.id)
+            reason = ("no prediction" if pred is None else f"model error: {pred.error}" if pred.error is not None
+                      else "no text answer" if pred.text is None
+                      else "item has no options" if not item.options
+                      else "item's answer is not an option letter" if item.answer not in letters else None)
+            if reason:
+                out.append(SampleScore(item.id, concept.name, None, failed=reason, detail=detail))
+                continue
+            if self.params["parser"] == "letter_or_text":
+                parsed, how = parse_choice(pred.text, item.options)
+                correct = parsed == item.answer
+            else:
+                low = pred.text.lower()
+                named = [lt for lt, text in item.options if text and text.lower() in low]
+                parsed, how = ("".join(named) or None), ("text_substring" if named else None)
+                correct = dict(item.options)[item.answer].lower() in low
+            detail.update(parsed=parsed, parsed_by=how)
+            out.append(SampleScore(item.id, concept.name, 1.0 if correct else 0.0, detail=detail))
+        return out
+
+    # ---- aggregation
+
+    def _questions(self, scores: list[SampleScore]) -> tuple[list[list[SampleScore]], int]:
+        """Complete questions (every order present and scored) and the number left out."""
+        groups: dict[str, list[SampleScore]] = {}
+        for s in scores:
+            groups.setdefault(s.detail.get("base_id", s.id), []).append(s)
+        complete, incomplete = [], 0
+        for group in groups.values():
+            n_rot = group[0].detail.get("n_rotations")
+            expected = n_rot if (self.params["circular"] and n_rot) else 1
+            if any(s.failed is not None for s in group) or len({s.detail.get("rotation") for s in group}) < expected:
+                incomplete += 1
+            else:
+                complete.append(group)
+        return complete, incomplete
+
+    def _value(self, scores: list[SampleScore], const_a: bool) -> float | None:
+        def right(s: SampleScore) -> bool:
+            return s.detail.get("gold") == s.detail.get("first_option") if const_a else s.score == 1.0
+        complete, _ = self._questions(scores)
+        if not complete:
+            return None
+        return sum(all(right(s) for s in g) for g in complete) / len(complete)
+
+    def concept_value(self, scores: list[SampleScore]) -> float | None:
+        return self._value(scores, const_a=False)
+
+    def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else None
+
+        def per_order(scores, const_a):
+            ok = [s for s in scores if s.failed is None]
+            if not ok:
+                return None
+            if const_a:
+                return sum(s.detail.get("gold") == s.detail.get("first_option") for s in ok) / len(ok)
+            return sum(s.score for s in ok) / len(ok)
+
+        concepts = sorted(scores_by_concept)
+        n_questions = n_incomplete = 0
+        for c in concepts:
+            complete, incomplete = self._questions(scores_by_concept[c])
+            n_questions += len(complete)
+            n_incomplete += incomplete
+        return {
+            "const_a_accuracy": mean(self._value(scores_by_concept[c], const_a=True) for c in concepts),
+            "per_order_accuracy": mean(per_order(scores_by_concept[c], False) for c in concepts),
+            "const_a_per_order_accuracy": mean(per_order(scores_by_concept[c], True) for c in concepts),
+            "n_unparsed": sum(1 for c in concepts for s in scores_by_concept[c]
+                              if s.failed is None and s.detail.get("parsed") is None),
+            "n_questions": n_questions,
+            "n_incomplete": n_incomplete,
+            "circular": bool(self.params["circular"]),
+        }

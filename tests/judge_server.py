@@ -1,0 +1,186 @@
+"""A small OpenAI-compatible chat-completions server on 127.0.0.1 for the judge tests, with faults.
+
+Start it with ``with FakeJudge(expected_key=...) as judge: ... judge.base_url``. It answers
+``POST /v1/chat/completions`` and records every request (``judge.requests``), counting attempts per
+distinct request body. What it replies is decided from the text of the last user message:
+
+* ``FAULT:500xN`` / ``FAULT:429xN`` / ``FAULT:slowxN``: the first N attempts of that request get an HTTP 500,
+  an HTTP 429 (``Retry-After: 0``) or a reply delayed by ``slow_seconds`` (past the client's timeout);
+  later attempts are answered normally. Without ``xN`` the fault is permanent.
+* ``FAULT:garbage``: a reply that is not a score.
+* ``FAULT:echo-auth``: an HTTP 400 whose error message repeats the Authorization header (a server
+  that leaks the key back; the client must scrub it).
+* otherwise a score: with an attached image, from the colour of its top-left pixel (red 1, green 0.5,
+  anything else 0); without one, from the "Reference answer:" and "Candidate answer:" lines (equal
+  ignoring case and a final period: 1; sharing a word of 4+ letters: 0.5; else 0).
+
+Every request is also checked: the model name, temperature 0, the seed, exactly a system and a user
+message (a fresh conversation), and the bearer key when ``expected_key`` is set (else HTTP 401).
+Violations are collected in ``judge.violations``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_FAULT = re.compile(r"FAULT:(500|429|slow|garbage|echo-auth)(?:x(\d+))?")
+
+
+class FakeJudge:
+    def __init__(self, expected_key: str | None = None, model: str = "fake-judge", seed: int | None = None,
+                 slow_seconds: float = 1.5):
+        self.expected_key = expected_key
+        self.model = model
+        self.seed = seed
+        self.slow_seconds = slow_seconds
+        self.requests: list[dict] = []       # every request body, in arrival order
+        self.violations: list[str] = []
+        self.attempts: dict[str, int] = {}   # request-body hash -> attempts so far
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # ---- lifecycle
+
+    def __enter__(self) -> "FakeJudge":
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):   # keep test output quiet
+                pass
+
+            def do_POST(self):
+                judge._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    @property
+    def n_requests(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    # ---- one request
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        if h.path.rstrip("/") != "/v1/chat/completions":
+            return self._send(h, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return self._send(h, 400, {"error": {"message": "bad json"}})
+        auth = h.headers.get("Authorization", "")
+        digest = hashlib.sha256(raw).hexdigest()
+        with self.lock:
+            self.requests.append(body)
+            self.attempts[digest] = attempt = self.attempts.get(digest, 0) + 1
+            self._check(body)
+        if self.expected_key is not None and auth != f"Bearer {self.expected_key}":
+            return self._send(h, 401, {"error": {"message": "invalid api key", "type": "auth_error"}})
+        text = _user_text(body)
+        fault = _FAULT.search(text)
+        if fault:
+            kind, times = fault.group(1), fault.group(2)
+            active = times is None or attempt <= int(times)
+            if kind == "garbage":
+                return self._reply(h, body, "The candidate seems mostly fine to me.")
+            if kind == "echo-auth":
+                return self._send(h, 400, {"error": {"message": f"cannot use header {auth!r}",
+                                                     "type": "invalid_request_error"}})
+            if active and kind == "500":
+                return self._send(h, 500, {"error": {"message": "internal error", "type": "server_error"}})
+            if active and kind == "429":
+                return self._send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                                  headers={"Retry-After": "0"})
+            if active and kind == "slow":
+                time.sleep(self.slow_seconds)
+        return self._reply(h, body, _score(body))
+
+    def _check(self, body: dict) -> None:
+        msgs = body.get("messages", [])
+        if body.get("model") != self.model:
+            self.violations.append(f"model {body.get('model')!r}")
+        if body.get("temperature") != 0:
+            self.violations.append(f"temperature {body.get('temperature')!r}")
+        if self.seed is not None and body.get("seed") != self.seed:
+            self.violations.append(f"seed {body.get('seed')!r}")
+        if [m.get("role") for m in msgs] != ["system", "user"]:
+            self.violations.append(f"roles {[m.get('role') for m in msgs]}")
+
+    def _reply(self, h, body: dict, text: str) -> None:
+        prompt_tokens = len(json.dumps(body.get("messages", []))) // 4
+        self._send(h, 200, {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
+        })
+
+    @staticmethod
+    def _send(h, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the client timed out and left
+
+
+def _user_text(body: dict) -> str:
+    content = body.get("messages", [{}])[-1].get("content", "")
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return content
+
+
+def _image_bytes(body: dict) -> bytes | None:
+    content = body.get("messages", [{}])[-1].get("content", "")
+    if isinstance(content, list):
+        for p in content:
+            if p.get("type") == "image_url":
+                url = p["image_url"]["url"]
+                return base64.b64decode(url.split(",", 1)[1])
+    return None
+
+
+def _score(body: dict) -> str:
+    image = _image_bytes(body)
+    if image is not None:
+        from PIL import Image
+        r, g, b = Image.open(io.BytesIO(image)).convert("RGB").getpixel((0, 0))
+        return "1" if r > 200 and g < 80 else "0.5" if g > 200 and r < 80 else "0"
+    text = _user_text(body)
+    ref = re.search(r"Reference answer: (.*)", text)
+    cand = re.search(r"Candidate answer: (.*)", text)
+    if not ref or not cand:
+        return "0"
+    a, b = ref.group(1).strip().rstrip(".").lower(), cand.group(1).strip().rstrip(".").lower()
+    if a == b:
+        return "1"
+    words = lambda s: {w for w in re.findall(r"[a-z]+", s) if len(w) >= 4}  # noqa: E731
+    return "0.5" if words(a) & words(b) else "0"
