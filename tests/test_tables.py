@@ -19,9 +19,14 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 def write_results(folder: Path, method: str, preset: str, metrics: dict, tiny: bool = False,
                   benchmark: str = "unifybench") -> Path:
-    """A results.json by hand: metrics = {evaluator: (value, evaluator preset)}."""
-    results = {ev: {"value": v, "n": 10, "n_failed": 0, "per_concept": {"bo": v, "mam": v}, "preset": p}
-               for ev, (v, p) in metrics.items()}
+    """A results.json by hand: metrics = {evaluator: (value, evaluator preset[, {task: value}])}."""
+    def result(v, p, by_task=None):
+        r = {"value": v, "n": 10, "n_failed": 0, "per_concept": {"bo": v, "mam": v}, "preset": p}
+        if by_task:
+            r["by_task"] = {t: {"value": tv, "n": 5, "n_failed": 0, "per_concept": {"bo": tv, "mam": tv}}
+                            for t, tv in by_task.items()}
+        return r
+    results = {ev: result(*spec) for ev, spec in metrics.items()}
     doc = {"schema_version": 1, "tiny": tiny,
            "config": {"method": {"name": method, "preset": preset, "config": {}}, "benchmark": benchmark,
                       "seed": 0, "concepts": ["bo", "mam"]},
@@ -154,9 +159,10 @@ def test_yochameleon_ties_share_the_mark_and_text_cells_are_not_ranked():
 
 def test_reproduced_lines_sit_under_their_row_with_the_difference(tmp_path):
     ours = write_results(tmp_path / "uni", "unictokens", "paper",
-                         {"recognition": (0.8004, "unictokens"), "clip_i": (0.7, "unictokens")})
+                         {"recognition": (0.8004, "unictokens"),
+                          "clip_i": (0.7, "unifybench", {"gen": 0.74, "knowledge_gen": 0.66})})
     yoc = write_results(tmp_path / "yoc", "yochameleon", "paper",
-                        {"recognition": (0.7, "unictokens"), "clip_i": (0.71, "default")})
+                        {"recognition": (0.7, "unictokens"), "clip_i": (0.71, "yochameleon", {"gen": 0.71})})
     table = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(ours), load_results(yoc)])
     ids = [(l.kind, l.row_id) for l in table.lines]
     assert ids.index(("reproduced", "unictokens")) == ids.index(("reported", "unictokens")) + 1
@@ -170,11 +176,23 @@ def test_reproduced_lines_sit_under_their_row_with_the_difference(tmp_path):
     assert uni[2] == ""                       # info columns are the paper's, blank on reproduced lines
     # ranking among reproduced lines: 0.800 best, 0.700 second
     assert "**0.800** (+0.010)" in md and "<u>0.700</u> (-0.064)" in md
-    # clip_i of the Yo'Chameleon run used preset 'default', the column wants 'unictokens'
-    assert rows["↳ reproduced: yoc"][2 + [c.id for c in table.columns].index("gen_clip_i")] == "-"
-    assert any("preset 'default'" in w for w in table.warnings)
+    # clip_i per task: gen and knowledge_gen go to their own columns
+    col = [c.id for c in table.columns]
+    assert uni[2 + col.index("gen_clip_i")] == "0.740 (-0.010)"
+    assert uni[2 + col.index("t2i_clip_i")] == "0.660 (-0.089)"
+    # clip_i of the Yo'Chameleon run used preset 'yochameleon', the column wants 'unifybench' or 'default'
+    assert rows["↳ reproduced: yoc"][2 + col.index("gen_clip_i")] == "-"
+    assert any("preset 'yochameleon'" in w for w in table.warnings)
     relaxed = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(yoc)], any_preset=True)
     assert "0.710‡ (+0.013)" in tables.render(relaxed, "md")
+
+
+def test_task_columns_need_a_by_task_breakdown(tmp_path):
+    flat = write_results(tmp_path / "flat", "unictokens", "paper", {"clip_i": (0.7, "default")})
+    table = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(flat)])
+    line = [l for l in table.lines if l.kind == "reproduced"][0]
+    assert line.cells["gen_clip_i"].text == "-" and line.cells["t2i_clip_i"].text == "-"
+    assert any("no by_task['gen']" in w for w in table.warnings)
 
 
 def test_tiny_rows_are_marked_and_never_ranked(tmp_path):

@@ -248,12 +248,16 @@ def build_report(rf: ResultsFile, out_path: Path, images: str = "embed", thumb: 
     out.append('<table class="summary"><thead><tr><th>benchmark</th><th>evaluator</th><th>preset</th><th>value</th>'
                '<th>95% interval</th><th>concepts</th><th>n</th><th>n_failed</th><th>n_missing</th></tr></thead><tbody>')
     for bench, ev, res in rf.metrics():
-        pc = res.get("per_concept") or {}
-        out.append(f"<tr><td>{_e(bench)}</td><td class=\"text\">{_e(ev)}</td><td class=\"text\">{_e(res.get('preset'))}</td>"
-                   f"<td>{_num(res.get('value'))}</td><td>{_ci(res, seed)}</td>"
-                   f"<td>{sum(v is not None for v in pc.values())}/{len(pc)}</td><td>{_num(res.get('n'))}</td>"
-                   f"<td class=\"{'failed' if res.get('n_failed') else ''}\">{_num(res.get('n_failed'))}</td>"
-                   f"<td>{_num(res.get('n_missing'))}</td></tr>")
+        parts = [(ev, res)] + [(f"{ev} [{task}]", sub) for task, sub in (res.get("by_task") or {}).items()
+                               if isinstance(sub, dict)]
+        for label, r in parts:
+            pc = r.get("per_concept") or {}
+            out.append(f"<tr><td>{_e(bench)}</td><td class=\"text\">{_e(label)}</td>"
+                       f"<td class=\"text\">{_e(res.get('preset'))}</td>"
+                       f"<td>{_num(r.get('value'))}</td><td>{_ci(r, seed)}</td>"
+                       f"<td>{sum(v is not None for v in pc.values())}/{len(pc)}</td><td>{_num(r.get('n'))}</td>"
+                       f"<td class=\"{'failed' if r.get('n_failed') else ''}\">{_num(r.get('n_failed'))}</td>"
+                       f"<td>{_num(r.get('n_missing'))}</td></tr>")
     out.append('</tbody></table><p class="muted">Values are means over concepts; intervals are '
                'percentile bootstraps clustered by concept (* computed for this page when results.json has none).</p>')
 

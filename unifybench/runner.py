@@ -19,6 +19,7 @@ from unifybench.data.schema import Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.progress import Progress, maybe_task
 from unifybench.registry import BENCHMARKS, EVALUATORS, get_runnable
+from unifybench.stats import bootstrap_ci
 from unifybench.store import canonical_hash, file_sha256, read_jsonl, write_json, write_jsonl
 
 SCHEMA_VERSION = 1
@@ -109,6 +110,10 @@ def run(spec: RunSpec) -> dict:
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    if spec.tiny and spec.device == "cpu":
+        # Tiny models are all per-op overhead: extra threads only add synchronisation (measured 3x slower).
+        import torch
+        torch.set_num_threads(1)
     rank, world = distributed.init(spec)
     if world > 1:
         ctx.device = spec.device = distributed.rank_device(spec.device)
@@ -233,6 +238,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         by_concept = {}
         rows = []
         n_missing = 0  # items of this evaluator's tasks without a prediction (never scored as 0)
+        task_of: dict[str, str] = {}
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
                 items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
@@ -244,6 +250,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
                     continue
                 scores = ev.score(concept, items, preds, ctx)
                 by_concept[concept.name] = scores
+                task_of.update({i.id: i.task for i in items})
                 rows.extend(_sample_row(s, preds, spec.tiny) for s in scores)
                 advance()
         if not by_concept:
@@ -252,11 +259,26 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         extra = getattr(ev, "extra_aggregates", None)
         if extra is not None:
             result.update(extra(by_concept))
+        result["ci95"] = bootstrap_ci(result["per_concept"], seed=spec.seed)
+        if len(ev.tasks) > 1:  # e.g. BLEU over VQA and text QA: the papers report them apart
+            result["by_task"] = _by_task(by_concept, task_of, ev)
         result["n_missing"] = n_missing
         result["preset"] = ev.preset
         results[ev.name] = result
         write_jsonl(out / "samples" / f"{ev.name}.jsonl", rows)
     return results
+
+
+def _by_task(by_concept: dict, task_of: dict[str, str], ev) -> dict:
+    """The same aggregate over each task's samples alone."""
+    from unifybench.evaluators.base import aggregate
+    out = {}
+    for task in sorted(set(task_of.values())):
+        sub = {c: [s for s in scores if task_of.get(s.id.split("#")[0]) == task] for c, scores in by_concept.items()}
+        sub = {c: v for c, v in sub.items() if v}
+        if sub:
+            out[task] = aggregate(sub, ev)
+    return out
 
 
 def _sample_row(s, preds: dict[str, Prediction], tiny: bool) -> dict:

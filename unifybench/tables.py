@@ -30,7 +30,10 @@ Two kinds of data file live under ``leaderboards/`` (installed as ``unifybench.l
         {"id": "model_size", "label": "Size", "kind": "info"},     # text from the reported file only
         {"id": "rec_weight", "label": "Rec. Weight", "group": "Personalized Understanding",
          "evaluator": "recognition",         # results[benchmark][evaluator]
-         "preset": "unictokens",             # evaluator preset the paper's protocol needs; null: any
+         "preset": "unictokens",             # evaluator preset(s) the paper's protocol needs (a name or a
+                                             # list of names); null: any
+         "task": "vqa",                      # optional: only this task's items, read from the result's
+                                             # "by_task": {task: {value, n, n_failed, per_concept}}
          "field": "value",                   # dotted path inside that result (default "value")
          "benchmarks": ["yollava"],          # optional, overrides the spec's list
          "scale": 1,                         # optional multiplier (e.g. 100 for percentages)
@@ -121,7 +124,8 @@ class Column:
     group: str = ""
     kind: str = "metric"            # "metric" | "info"
     evaluator: str | None = None
-    preset: str | None = None
+    preset: list[str] | None = None   # accepted evaluator presets; None: any
+    task: str | None = None
     field: str = "value"
     benchmarks: list[str] | None = None
     scale: float = 1.0
@@ -256,7 +260,8 @@ def load_spec(name: str) -> Spec:
         if kind == "info" and (reported is None or cid not in reported.columns):
             raise DataError(path, f"info column {cid!r} has no column in the reported file", where)
         col = Column(id=cid, label=c.get("label", cid), group=c.get("group", ""), kind=kind,
-                     evaluator=c.get("evaluator"), preset=c.get("preset"), field=c.get("field", "value"),
+                     evaluator=c.get("evaluator"), preset=_str_list(c.get("preset"), path, where + ".preset"),
+                     task=c.get("task"), field=c.get("field", "value"),
                      benchmarks=_str_list(c.get("benchmarks"), path, where + ".benchmarks"),
                      scale=float(c.get("scale", 1.0)), format=c.get("format", fmt),
                      higher_is_better=bool(c.get("higher_is_better", True)))
@@ -409,12 +414,18 @@ def lookup(spec: Spec, col: Column, rf: ResultsFile, any_preset: bool) -> tuple[
         return None, "", None
     flag = ""
     ran = res.get("preset")
-    if col.preset is not None and ran != col.preset:
-        msg = (f"{rf.path}: {col.evaluator} ran with preset {ran!r}; column {col.label!r} wants "
-               f"{col.preset!r}")
+    if col.preset is not None and ran not in col.preset:
+        want = " or ".join(repr(p) for p in col.preset)
+        msg = f"{rf.path}: {col.evaluator} ran with preset {ran!r}; column {col.label!r} wants {want}"
         if not any_preset:
             return None, "", msg + " (shown as '-'; --any-preset shows it marked " + PRESET_MARK + ")"
         flag = PRESET_MARK
+    if col.task is not None:
+        sub = (res.get("by_task") or {}).get(col.task)
+        if not isinstance(sub, dict):
+            return None, flag, (f"{rf.path}: {col.evaluator} has no by_task[{col.task!r}] breakdown; "
+                                f"column {col.label!r} needs it (shown as '-')")
+        res = sub
     v = get_path(res, col.field)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
         return None, flag, None
