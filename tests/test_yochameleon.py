@@ -31,12 +31,18 @@ def base_state(m):
     return {k: v.detach().clone() for k, v in m.backbone.model.state_dict().items()}
 
 
-def test_fit_changes_only_concept_rows_and_loss_falls(method, bench, tmp_path):
+@pytest.fixture(scope="module")
+def fitted(method, bench, tmp_path_factory):
+    """One fit shared by the tests below: (concept, artifact, base state before, base state after)."""
     concept = bench.concepts()[0]
     before = base_state(method)
     torch.manual_seed(0)
-    artifact = method.fit(concept, bench, tmp_path)
-    after = base_state(method)
+    artifact = method.fit(concept, bench, tmp_path_factory.mktemp("fit"))
+    return concept, artifact, before, base_state(method)
+
+
+def test_fit_changes_only_concept_rows_and_loss_falls(method, fitted):
+    concept, artifact, before, after = fitted
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == [], f"base tensors changed: {changed[:5]}"
@@ -50,9 +56,8 @@ def test_fit_changes_only_concept_rows_and_loss_falls(method, bench, tmp_path):
     assert header["samples"]["rec"] > 0 and header["samples"]["gen"] > 0 and header["samples"]["soft_positive"] > 0
 
 
-def test_artifact_roundtrip_gives_identical_outputs(method, bench, tmp_path):
-    concept = bench.concepts()[1]
-    artifact = method.fit(concept, bench, tmp_path)
+def test_artifact_roundtrip_gives_identical_outputs(method, fitted):
+    concept, artifact = fitted[:2]
     b = method.backbone
     ids = torch.tensor([[b.bos_id] + method.personalized_prompt() + b.encode_text(" Is it here?")])
     method.load_artifact(concept, artifact)
@@ -86,9 +91,8 @@ def test_prompt_layout_and_self_prompting_answers(method, bench):
             assert n_codes == method.backbone.image_seq_length
 
 
-def test_generation_yields_decodable_1024_token_images(method, bench, tmp_path):
-    concept = bench.concepts()[0]
-    artifact = method.fit(concept, bench, tmp_path)
+def test_generation_yields_decodable_1024_token_images(method, bench, fitted, tmp_path):
+    concept, artifact = fitted[:2]
     method.load_artifact(concept, artifact)
     items = [i for i in bench.items(concept) if i.task == GEN][:1]
     preds = method.predict(concept, items, tmp_path)
@@ -105,9 +109,9 @@ def test_generation_yields_decodable_1024_token_images(method, bench, tmp_path):
     assert torch.equal(codes, b.generate_images(prompt, 2, torch.Generator().manual_seed(1)))
 
 
-def test_recognition_answers_are_text(method, bench, tmp_path):
-    concept = bench.concepts()[0]
-    method.load_artifact(concept, method.fit(concept, bench, tmp_path))
+def test_recognition_answers_are_text(method, bench, fitted, tmp_path):
+    concept, artifact = fitted[:2]
+    method.load_artifact(concept, artifact)
     items = [i for i in bench.items(concept) if i.task == REC][:2]
     preds = method.predict(concept, items, tmp_path)
     assert [p.id for p in preds] == [i.id for i in items]
