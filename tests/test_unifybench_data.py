@@ -251,8 +251,9 @@ def test_person_category_and_prompt_fallbacks(copy):
     assert cat.category == "person" and cat.generation_type == "live_subject"
     assert MINI_ROOT.resolve() / "prompts_to_eval.json" in bench.data_files()
     assert len([i for i in bench.items(cat) if i.task == GEN]) == 25
-    txt = ("Prompts\n\nObject Prompts\n\nprompt_list = [\n'a {0} {1} in the snow'.format(unique_token, class_token),\n]"
-           "\n\nLive Subject Prompts\n\nprompt_list = [\n'a {0} {1} in a chef outfit'.format(unique_token, class_token)\n]\n")
+    fmt = ".format(unique_token, class_token)"
+    txt = (f"Prompts\n\nObject Prompts\n\nprompt_list = [\n'a {{0}} {{1}} in the snow'{fmt},\n]\n\n"
+           f"Live Subject Prompts\n\nprompt_list = [\n'a {{0}} {{1}} in a chef outfit'{fmt}\n]\n")
     (copy / "prompts_and_classes.txt").write_text(txt)
     bench = UnifyBench(copy)
     assert [i.prompt for i in bench.items(bench.concept("cat")) if i.task == GEN] == ["a <sks> in a chef outfit"]

@@ -122,7 +122,7 @@ def run(spec: RunSpec) -> dict:
         method.setup()
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
                         for role, p in sorted(method.model_files().items())}
-        data_hash = canonical_hash([(str(p.name), file_sha256(p)) for p in benchmark.data_files()])
+        data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
         mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
         with maybe_task(progress, "concepts", len(mine)) as advance:
             for concept in mine:
@@ -183,6 +183,15 @@ def _method_context(spec: RunSpec):
     from unifybench.methods.base import RunContext
     return RunContext(device=spec.device, dtype=spec.dtype, seed=spec.seed, cache_dir=Path(spec.cache_dir),
                       tiny=spec.tiny, models=dict(spec.models))
+
+
+def _rel_name(path: Path, benchmark: Benchmark) -> str:
+    """A data file's name relative to the benchmark root (two concepts' info.json must not collide)."""
+    root = getattr(benchmark, "root", None)
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve())) if root else str(path)
+    except ValueError:
+        return str(path)
 
 
 def _finished(marker: Path, key: str) -> bool:

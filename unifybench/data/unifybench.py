@@ -13,6 +13,8 @@ Layout read (relative to the root; see the project notes on UnifyBench, section 
     concept/test/<c>/vqa.json               optional: [{"image": "<file in this folder>", "question", "answer"}]
     concept/test/<c>/text_only.json         optional: [{"question", "answer"}]
     concept/test/<c>/t2i_conditions.json    optional: ["A photo of <c>.", "<knowledge prompt>", ...]
+                                            (element 0 is skipped when it is that plain prompt; every other
+                                            prompt tests all extra_info facts; item keys are list indices)
                                             or {"personalized_driven_generation": [...]} (i-th <-> extra_info[i])
     random_images/                          easy negatives shared by all concepts
     prompts_to_eval.json | prompts_and_classes.txt   optional DreamBench prompt lists; the bundled copy
@@ -173,8 +175,8 @@ class UnifyBench(Benchmark):
         cd = self._concept_data(concept)
         c = cd.concept
         items = self._rec_items(c, data)
-        items += [self._item(c, VQA, str(i), prompt=q, image=img, answer=a,
-                             meta=(("source", _rel(img.parent / "vqa.json", self.root)),))
+        vqa_src = _rel(self._test_dir(c.name) / "vqa.json", self.root)
+        items += [self._item(c, VQA, str(i), prompt=q, image=img, answer=a, meta=(("source", vqa_src),))
                   for i, (q, img, a) in enumerate(cd.vqa)]
         text_src = _rel(self._test_dir(c.name) / "text_only.json", self.root)
         items += [self._item(c, TEXT_QA, str(i), prompt=q, answer=a, meta=(("source", text_src),))
@@ -269,8 +271,9 @@ class UnifyBench(Benchmark):
         prompts = self._load_prompts(files)
         for cd in concepts:
             if not prompts.get(cd.concept.generation_type):
-                raise DataError(files[-1], f"no prompts for generation_type {cd.concept.generation_type!r}",
-                                field=cd.concept.generation_type)
+                raise DataError(files[-1], f"no prompts for generation_type {cd.concept.generation_type!r} "
+                                           f"(used by concept {cd.concept.name!r})",
+                                field=cd.concept.generation_type)   # files[-1] is the prompt list read
         self._data = _Data(concepts, random_images, prompts, sorted(files))
         return self._data
 
