@@ -93,3 +93,15 @@ def test_malformed_info_json_is_one_line_exit_2(tmp_path, cache):
     proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--benchmark", "unifybench",
                       "--data-root", str(data), "--output-dir", str(tmp_path / "o"), cache=cache)
     assert proc.returncode == 2 and "info.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tiny_run_matches_the_golden_file(first_run, capsys):
+    """CI regression: the tiny preset against leaderboards/golden/tiny.json (tolerance 1e-6)."""
+    from unifybench.cli import main
+    golden = Path(__file__).resolve().parents[1] / "leaderboards" / "golden" / "tiny.json"
+    code = main(["regress", "--golden", str(golden), str(first_run)])
+    report = capsys.readouterr()
+    if code != 0:
+        env = json.loads((first_run / "results.json").read_text())["environment"]["libraries"]
+        pytest.fail(f"tiny run moved against {golden.name} (torch {env['torch']}, transformers "
+                    f"{env['transformers']}):\n{report.out}{report.err}")

@@ -131,7 +131,11 @@ class SplicedHead(nn.Module):
         new = hidden.to(t.head.dtype) @ t.head.t()
         if t.head_bias is not None:
             new = new + t.head_bias
-        return logits.index_copy(-1, t.head_ids.to(logits.device), new.to(logits.dtype))
+        if logits.requires_grad:  # the base head is trainable elsewhere: keep its graph intact
+            return logits.index_copy(-1, t.head_ids.to(logits.device), new.to(logits.dtype))
+        # Frozen base head: write the concept columns in place (no second vocabulary-wide copy).
+        logits[..., t.head_ids.to(logits.device)] = new.to(logits.dtype)
+        return logits
 
 
 def attach(backbone, tokens: ConceptTokens) -> None:
