@@ -76,3 +76,23 @@ def test_entry_point_plugins_are_listed(monkeypatch):
     monkeypatch.setattr("unifybench.registry.entry_points",
                         lambda group: [EP()] if group == "unifybench.methods" else [])
     assert "my-method" in r.names()
+
+
+def test_unknown_evaluator_and_bad_settings_exit_2(tmp_path):
+    out = run_cli("run", "--method", "random", "--evaluators", "recogniton", "--output-dir", str(tmp_path))
+    assert out.returncode == 2 and "did you mean 'recognition'" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("run", "--method", "yochameleon", "--set", "epochs=many", "--output-dir", str(tmp_path))
+    assert out.returncode == 2 and "epochs" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("run", "--method", "yochameleon", "--set", "no_such_setting=1", "--output-dir", str(tmp_path))
+    assert out.returncode == 2 and "no_such_setting" in out.stderr
+
+
+def test_random_baseline_runs_end_to_end(tmp_path):
+    import json
+    out = run_cli("run", "--method", "random", "--output-dir", str(tmp_path), "--no-progress",
+                  "--cache-dir", str(tmp_path / "cache"))
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "results.json").read_text())["results"]["unifybench-mini"]["recognition"]
+    # A coin flip: weighted recall near 0.5, every reply parsed.
+    assert res["n"] == 64 and res["n_failed"] == 0 and res["n_unparsed"] == 0
+    assert 0.2 <= res["value"] <= 0.8
