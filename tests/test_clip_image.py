@@ -179,3 +179,61 @@ def test_hf_clip_folder_loads_through_transformers(tmp_path):
     assert pixels.shape == (3, 3, 32, 32)
     torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-5)
     assert clip.id == "hf:hf" and clip.files == [tmp_path / "hf" / "model.safetensors"]
+
+
+def _unictokens_pixels(path, mean, std, side=224):
+    """UniCTokens eval/clip_eval.py, rebuilt here from torchvision parts: load, then its `preprocess`."""
+    import torchvision.transforms as T
+    load = T.Compose([T.Resize(512, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(512), T.ToTensor()])
+    squeeze_and_clip = T.Compose([T.Normalize([-1.0] * 3, [2.0] * 3),
+                                  T.Resize(side, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                                  T.CenterCrop(side), T.Normalize(mean, std)])
+    return load(Image.open(path).convert("RGB")), squeeze_and_clip
+
+
+def test_unifybench_legacy_preset_squeezes_pixels(setup, tiny):
+    import open_clip
+    concept, items, preds, ctx, gen_paths, refs = setup
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    ev = ClipImage(preset="unifybench_legacy")
+    scores = ev.score(concept, items, preds, ctx)
+    ok = [s for s in scores if s.failed is None]
+
+    def feats(paths):
+        px = []
+        for p in paths:
+            x, rest = _unictokens_pixels(p, mean, std)
+            squeezed = (x + 1) / 2
+            assert squeezed.min() >= 0.5 and squeezed.max() <= 1.0   # the washed-out input CLIP really sees
+            px.append(rest(x))
+        return tiny.encode_pixels(torch.stack(px)).double().numpy()
+
+    g, r = feats(gen_paths), feats(refs)
+    expected = [np.mean([gi @ rj / np.linalg.norm(gi) / np.linalg.norm(rj) for rj in r]) for gi in g]
+    np.testing.assert_allclose([s.score for s in ok], expected, atol=1e-5)
+    default = [s.score for s in ClipImage(preset="unifybench").score(concept, items, preds, ctx) if s.failed is None]
+    assert not np.allclose(default, expected, atol=1e-3)       # the squeeze moves the numbers
+    env = ev.environment()
+    assert env["preset"] == "unifybench_legacy" and env["preprocess"] == "unictokens_legacy"
+    assert env["backbone"] == "open_clip:clip-v1" and env["dtype"] == "float32" and env["device"] == "cpu"
+    assert "Normalize(-1, 2)" in env["preprocess_detail"]
+    assert env["fingerprint"] != ClipImage(preset="unifybench").model(ctx).fingerprint(ctx.cache_dir)
+    # the presets that existed before keep their numbers
+    for name in ("default", "unifybench", "dreambooth", "yochameleon"):
+        p = ClipImage(preset=name).params
+        assert (p["preprocess"], p["scale"], p["clamp"]) == ("checkpoint", 1.0, "none")
+
+
+def test_clamp_modes(setup, tiny):
+    concept, items, preds, ctx, gen_paths, refs = setup
+    raw = np.array([s.score for s in ClipImage().score(concept, items, preds, ctx) if s.failed is None])
+    per = ClipImage(clamp="per_sample", scale=2.5).score(concept, items, preds, ctx)
+    np.testing.assert_allclose([s.score for s in per if s.failed is None], 2.5 * np.maximum(raw, 0), atol=1e-6)
+    ev = ClipImage(clamp="mean", scale=100)
+    mean_scores = ev.score(concept, items, preds, ctx)
+    np.testing.assert_allclose([s.score for s in mean_scores if s.failed is None], 100 * raw, atol=1e-4)
+    assert ev.concept_value(mean_scores) == pytest.approx(max(100 * raw.mean(), 0.0), abs=1e-4)
+    with pytest.raises(UserError):
+        ClipImage(clamp="always")
+    with pytest.raises(UserError):
+        ClipImage(preprocess="squash")

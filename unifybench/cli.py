@@ -119,29 +119,76 @@ def _print_summary(doc: dict, out: Path) -> None:
     console.print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", markup=False)
 
 
+def item_record(item) -> dict:
+    """One `unifybench items` line: id, concept, task, question, options, reference, images (+ extras).
+
+    `reference` is the answer (vqa, text_qa), the correct letter (mc), the label (rec: true/false) or the
+    facts (knowledge_gen); `images` the query image paths; `n_images` (generation), `facts` and `meta`
+    follow where the item has them. Every line has the seven first keys (null or [] when not applicable).
+    """
+    reference = (item.answer if item.answer is not None else item.label if item.label is not None
+                 else list(item.facts) if item.facts else None)
+    d = {"id": item.id, "concept": item.concept, "task": item.task, "question": item.prompt,
+         "options": dict(item.options) if item.options else None, "reference": reference,
+         "images": [str(item.image)] if item.image is not None else []}
+    from unifybench.data.schema import IMAGE_TASKS
+    if item.task in IMAGE_TASKS:
+        d["n_images"] = item.n_images
+    if item.facts:
+        d["facts"] = list(item.facts)
+    if item.meta:
+        d["meta"] = dict(item.meta)
+    return d
+
+
+def _counts_line(bench, concepts, n_by_task: dict[str, int]) -> str:
+    train = len({p for c in concepts for p in c.train_images})
+    test = len({p for c in concepts for p in c.test_images})
+    tasks = ", ".join(f"{t} {n}" for t, n in n_by_task.items()) or "none"
+    return (f"{bench.name}: {len(concepts)} concepts, {train} train / {test} test images; "
+            f"{sum(n_by_task.values())} items ({tasks})")
+
+
 def cmd_items(args) -> int:
     from unifybench.runner import make_benchmark, select_concepts
     bench = make_benchmark(args.benchmark, args.data_root)
-    for concept in select_concepts(bench, _csv(args.concepts)):
-        for item in bench.items(concept):
-            if args.task and item.task != args.task:
-                continue
-            d = {k: v for k, v in item.__dict__.items() if v not in (None, (), "")}
-            d = {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+    concepts = select_concepts(bench, _csv(args.concepts))
+    n_by_task: dict[str, int] = {}
+    try:
+        for concept in concepts:
+            for item in bench.items(concept):
+                if args.task and item.task != args.task:
+                    continue
+                n_by_task[item.task] = n_by_task.get(item.task, 0) + 1
+                sys.stdout.write(json.dumps(item_record(item), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:            # `unifybench items | head`: the reader has what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    print(_counts_line(bench, concepts, n_by_task), file=sys.stderr)
     return 0
 
 
 def cmd_validate(args) -> int:
     from unifybench.runner import make_benchmark
     bench = make_benchmark(args.benchmark, args.data_root)
-    concepts = bench.concepts()
-    n_items = sum(len(bench.items(c)) for c in concepts)
+    # validate() first: it lists every problem, where loading the items would stop at the first one.
     problems = bench.validate() if hasattr(bench, "validate") else []
+    for line in (bench.warnings() if hasattr(bench, "warnings") else []):
+        print(f"warning: {line}", file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
-    print(f"{bench.name}: {len(concepts)} concepts, {n_items} items, {len(problems)} problems")
-    return 2 if problems else 0
+    if problems:
+        print(f"{bench.name}: {len(problems)} problems")
+        return 2
+    concepts = bench.concepts()
+    n_by_task: dict[str, int] = {}
+    for c in concepts:
+        for item in bench.items(c):
+            n_by_task[item.task] = n_by_task.get(item.task, 0) + 1
+    print(_counts_line(bench, concepts, n_by_task) + ", 0 problems")
+    return 0
 
 
 def cmd_ls(args) -> int:

@@ -89,9 +89,15 @@ BENCHMARKS.register("unifybench-mini", "unifybench.data.unifybench:UnifyBenchMin
                     "Bundled 4-concept mini benchmark in the UnifyBench layout (DreamBench photos, CC-BY 4.0)")
 BENCHMARKS.register("unifybench", "unifybench.data.unifybench:UnifyBench",
                     "UnifyBench (UniCTokens paper): 20 concepts, understanding + generation + knowledge T2I")
+BENCHMARKS.register("yollava", "unifybench.data.yollava:YoLLaVA",
+                    "Yo'LLaVA (NeurIPS 2024): 40 concepts, recognition, visual + text A/B QA (circular), generation")
+BENCHMARKS.register("dreambench", "unifybench.data.dreambench:DreamBench",
+                    "DreamBench (DreamBooth, CVPR 2023): 30 subjects x 25 prompts x 4 images")
 
 METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
                  "Yo'Chameleon (CVPR 2025): dual soft prompts with self-prompting and soft positives on Chameleon/Anole")
+METHODS.register("yollava", "unifybench.methods.yollava:YoLLaVA",
+                 "Yo'LLaVA (NeurIPS 2024): <sks> + 16 latent tokens on LLaVA-1.5, hard negatives, text-only QA")
 
 BASELINES.register("random", "unifybench.baselines.random:RandomBaseline",
                    "Random row: a seeded coin flip answers each recognition question")
@@ -100,6 +106,12 @@ EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognitio
                     "Recognition weighted recall: mean of positive and negative recall per concept")
 EVALUATORS.register("clip_i", "unifybench.evaluators.clip_image:ClipImage",
                     "CLIP-I: cosine of generated images to the concept's reference images (open_clip)")
+EVALUATORS.register("clip_t", "unifybench.evaluators.clip_text:ClipText",
+                    "CLIP-T: cosine of each generated image to its prompt (placeholder -> class noun)")
+EVALUATORS.register("dino", "unifybench.evaluators.dino:Dino",
+                    "DINO: cosine of generated images to the concept's reference images (ViT-S/16 CLS)")
+EVALUATORS.register("face", "unifybench.evaluators.face:FaceSimilarity",
+                    "ArcFace face similarity (insightface, local pack), person concepts; no-face counted")
 EVALUATORS.register("bleu", "unifybench.evaluators.bleu:Bleu",
                     "BLEU of answers vs the reference: word BLEU-4 (sacrebleu); preset unictokens = char BLEU (nltk)")
 EVALUATORS.register("mc", "unifybench.evaluators.multiple_choice:MultipleChoice",
@@ -108,3 +120,11 @@ EVALUATORS.register("judge_qa", "unifybench.evaluators.judge_qa:JudgeQA",
                     "LLM judge (OpenAI-compatible server): 0 / 0.5 / 1 for a free-form answer vs the reference")
 EVALUATORS.register("t2i_score", "unifybench.evaluators.knowledge:KnowledgeT2I",
                     "Knowledge-driven T2I score: a VLM judge rates 0 / 0.5 / 1 whether an image shows the facts")
+EVALUATORS.register("mmlu", "unifybench.evaluators.forgetting.mmlu:MMLU",
+                    "Forgetting: MMLU through lm-eval (A-D loglikelihood) on the base and personalized model, +/- prompt")
+EVALUATORS.register("yochameleon_mmlu_generative", "unifybench.evaluators.forgetting.mmlu_yochameleon:YoChameleonMMLU",
+                    "Forgetting: Yo'Chameleon's MMLU replica (abstract algebra, sampled text, substring match)")
+EVALUATORS.register("pope", "unifybench.evaluators.forgetting.pope:POPE",
+                    "Forgetting: POPE yes/no (original parser): acc, precision, recall, F1, yes-ratio per split")
+EVALUATORS.register("mmbench", "unifybench.evaluators.forgetting.mmbench:MMBench",
+                    "Forgetting: MMBench dev (en), circular, rule extraction then judge; failures counted")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,33 @@ class RunSpec:
     judge_enabled: bool = True                    # --judge none switches judge metrics off
 
 
+def root_env_var(name: str) -> str:
+    """The environment variable that may hold benchmark `name`'s data folder: UNIFYBENCH_<NAME>_ROOT."""
+    return "UNIFYBENCH_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_ROOT"
+
+
 def make_benchmark(name: str, data_root: str | None) -> Benchmark:
+    """Benchmark `name`, its data folder from `data_root` (--data-root), else from UNIFYBENCH_<NAME>_ROOT.
+
+    A benchmark whose constructor takes a `root` without a default, or with default None, needs one of the
+    two; a benchmark without a `root` parameter (the bundled mini) ignores both.
+    """
     cls = BENCHMARKS.get(name)
-    needs_root = "root" in inspect.signature(cls.__init__).parameters and \
-        inspect.signature(cls.__init__).parameters["root"].default is inspect.Parameter.empty
-    if needs_root and not data_root:
-        raise UserError(f"benchmark {name!r} needs --data-root (the folder holding its files)")
-    if data_root and not Path(data_root).exists():
-        raise UserError(f"data root {data_root} does not exist")
-    return cls(data_root) if needs_root else cls()
+    param = inspect.signature(cls.__init__).parameters.get("root")
+    needs_root = param is not None and param.default in (inspect.Parameter.empty, None)
+    if not needs_root:
+        if data_root and not Path(data_root).exists():
+            raise UserError(f"data root {data_root} does not exist")
+        return cls()
+    var = root_env_var(name)
+    source = "--data-root"
+    if not data_root and os.environ.get(var):
+        data_root, source = os.environ[var], var
+    if not data_root:
+        raise UserError(f"benchmark {name!r} needs its data folder: pass --data-root PATH or set {var}")
+    if not Path(data_root).exists():
+        raise UserError(f"data root {data_root} (from {source}) does not exist")
+    return cls(data_root)
 
 
 def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Concept]:

@@ -73,6 +73,26 @@ def normalize_placeholder(text: str, concept: str) -> str:
     return re.sub(r"(?<![\w<])sks(?![\w>])", PLACEHOLDER, text)
 
 
+def check_concept_name(name, path, field: str | None = None) -> str:
+    """`name` when it is safe as a folder name under an output directory; DataError(path, field) otherwise.
+
+    Refused: a non-string, an empty or blank name, surrounding whitespace, "." and "..", a path separator
+    ("/" or "\\"), an absolute or drive path ("C:..."), "#" (the image-sample separator in ids) and
+    control characters. Every loader checks every concept name, whether from a folder or from a file.
+    """
+    if not isinstance(name, str):
+        raise DataError(path, f"a concept name must be a string, got a {_type_name(type(name))}", field=field)
+    why = ("it is empty" if not name.strip() else
+           "it has leading or trailing spaces" if name != name.strip() else
+           "it would escape the output folder" if name in (".", "..") or "/" in name or "\\" in name
+           or re.match(r"^[A-Za-z]:", name) else
+           "it contains '#'" if "#" in name else
+           "it contains a control character" if any(ord(ch) < 32 or ord(ch) == 127 for ch in name) else None)
+    if why:
+        raise DataError(path, f"concept name {name!r} is refused: {why}", field=field)
+    return name
+
+
 def parse_dreambench_prompts(text: str) -> dict[str, list[str]]:
     """The object and live-subject prompt lists of DreamBench's prompts_and_classes.txt, with PLACEHOLDER."""
     out: dict[str, list[str]] = {}
@@ -245,11 +265,11 @@ class UnifyBench(Benchmark):
         list_path = self.root / "concepts_list.json"
         names = _read_json(list_path, list, "concepts_list.json")
         files.append(list_path)
+        if not names:
+            raise DataError(list_path, "lists no concept (expected a list of concept folder names)")
         seen: set[str] = set()
         for i, n in enumerate(names):
-            if not isinstance(n, str) or not n.strip() or any(ch in n for ch in "/\\#") or n != n.strip():
-                raise DataError(list_path, f"concept names must be plain non-empty strings without '/', '\\' "
-                                           f"or '#', got {n!r}", field=f"[{i}]")
+            check_concept_name(n, list_path, field=f"[{i}]")
             if n in seen:
                 raise DataError(list_path, f"concept {n!r} is listed twice", field=f"[{i}]")
             seen.add(n)

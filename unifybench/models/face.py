@@ -31,7 +31,7 @@ from unifybench.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TINY_NAME = "face-v1"
+TINY_NAME = "face-v1"   # bump when the tiny files change
 TINY_DETECTOR = "det_tiny.onnx"
 TINY_RECOGNIZER = "rec_tiny.onnx"
 TINY_EMBED_DIM = 512
@@ -279,10 +279,12 @@ def _build_tiny_recognizer(path: Path, seed: int = 0) -> None:
     """An ArcFace-shaped recognizer: input [N, 3, 112, 112] raw RGB pixels, one [N, 512] output. It
     normalises the input itself with nodes named `Sub...` and `Mul...` among its first 8 nodes, the mxnet
     export convention insightface detects to feed raw pixels (input mean 0, std 1) instead of
-    (pixel - 127.5) / 127.5. Random conv (8x8 stride 8) -> tanh -> linear; seeded numpy weights."""
+    (pixel - 127.5) / 127.5. Random zero-mean conv (8x8 stride 8) -> tanh -> linear; seeded numpy
+    weights, so the embedding follows the texture inside the face box rather than its flat colour."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
-    conv_w = rng.normal(0, 1 / np.sqrt(3 * 64), (8, 3, 8, 8)).astype(np.float32)
+    conv_w = rng.normal(0, 1 / np.sqrt(3 * 64), (8, 3, 8, 8))
+    conv_w = (conv_w - conv_w.mean(axis=(2, 3), keepdims=True)).astype(np.float32)   # texture, not flat colour
     fc_w = rng.normal(0, 1 / np.sqrt(8 * 14 * 14), (TINY_EMBED_DIM, 8 * 14 * 14)).astype(np.float32)
     inits = [numpy_helper.from_array(np.array(127.5, np.float32), "mean"),
              numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),

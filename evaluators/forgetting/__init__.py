@@ -1,0 +1,1 @@
+"""Forgetting evaluators: general benchmarks (MMLU, POPE, MMBench) run on the base and personalized model."""
