@@ -29,3 +29,193 @@ def files_digest(paths: list[Path]) -> str:
     for p in paths:
         h.update(hashlib.sha256(Path(p).read_bytes()).digest())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model runners: one object per backbone that answers a list of text/image segments (training-free use)
+# --------------------------------------------------------------------------------------------------------------
+
+def torch_dtype(name: str):
+    import torch
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def truncate_tokens(encode, decode, text: str, n: int) -> str:
+    """`text` cut to at most `n` tokens; the cut is re-encoded (decoding need not round-trip) until it fits."""
+    ids = encode(text)
+    if len(ids) <= n:
+        return text
+    for k in range(n, 0, -1):
+        cut = decode(ids[:k], skip_special_tokens=True).strip()
+        if len(encode(cut)) <= n:
+            return cut
+    return ""
+
+
+class ChameleonRunner:
+    """Chameleon/Anole used as is: answers interleaved text and images, draws images (Anole decoding)."""
+
+    kind = "chameleon"
+
+    def __init__(self, ctx, setting: str):
+        from unifybench.models.chameleon import ChameleonBackbone, resolve_model_path
+        if ctx.models.get("chameleon"):
+            path = resolve_model_path(ctx.models["chameleon"])
+        elif setting == "tiny":
+            from unifybench.models.tiny_chameleon import tiny_chameleon_path
+            path = tiny_chameleon_path(ctx.cache_dir / "tiny")
+        else:
+            path = resolve_model_path(setting)
+        self.ctx = ctx
+        self.backbone = ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+        self._blocks: dict[str, list[int]] = {}
+
+    def files(self) -> list[Path]:
+        return self.backbone.weight_files()
+
+    def _image_block(self, path: Path) -> list[int]:
+        from PIL import Image
+
+        from unifybench.errors import UserError
+        key = str(path)
+        if key not in self._blocks:
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+            except OSError as e:
+                raise UserError(f"cannot read image {path}: {e}") from None
+            b = self.backbone
+            self._blocks[key] = [b.boi_id] + b.encode_images([im])[0].tolist() + [b.eoi_id]
+        return self._blocks[key]
+
+    def _ids(self, segments) -> list[int]:
+        ids: list[int] = []
+        for seg in segments:
+            ids += self._image_block(seg) if isinstance(seg, Path) else self.backbone.encode_text(seg)
+        return ids
+
+    def answer(self, segments, max_new_tokens: int) -> str:
+        """Greedy text answer to `segments` (strings and image paths), one user turn."""
+        import torch
+        b = self.backbone
+        ids = torch.tensor([[b.bos_id] + self._ids(segments) + [b.eot_id]], device=b.model.device)
+        out = b.generate_text(ids, max_new_tokens=max_new_tokens)
+        return b.tokenizer.decode([t for t in out if t not in (b.eot_id, b.eos_id)], skip_special_tokens=True).strip()
+
+    def draw(self, segments, n: int, generator, temperature: float, top_k: int, top_p: float, batch_size: int):
+        """`n` images for the user turn `segments` (PIL)."""
+        b = self.backbone
+        prompt = [b.bos_id] + self._ids(segments) + [b.eot_id]
+        codes = b.generate_images(prompt, n, generator, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  batch_size=batch_size)
+        return b.decode_images(codes)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode_text(text))
+
+    def truncate(self, text: str, n: int) -> str:
+        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
+
+
+class LlavaRunner:
+    """LLaVA-1.5 used as is (the llava_v1 conversation); images come first in the user turn."""
+
+    kind = "llava"
+
+    def __init__(self, ctx, setting: str):
+        from unifybench.models.llava import LlavaBackbone, llava_path
+        path = llava_path(setting, ctx.models, ctx.cache_dir)
+        self.ctx = ctx
+        self.backbone = LlavaBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+
+    def files(self) -> list[Path]:
+        return self.backbone.weight_files()
+
+    def answer(self, segments, max_new_tokens: int) -> str:
+        import torch
+        from PIL import Image
+        b = self.backbone
+        images = [s for s in segments if isinstance(s, Path)]
+        text = "".join(s for s in segments if not isinstance(s, Path)).strip()
+        ids = torch.tensor([b.prompt_ids(text, n_images=len(images))], device=b.device)
+        px = None
+        if images:
+            pil = []
+            for p in images:
+                with Image.open(p) as im:
+                    pil.append(im.convert("RGB"))
+            px = b.pixel_values(pil)
+        return b.decode(b.generate_text(ids, max_new_tokens=max_new_tokens, pixel_values=px))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode_text(text))
+
+    def truncate(self, text: str, n: int) -> str:
+        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
+
+
+API_KEY_ENV = ("UNIFYBENCH_API_KEY", "OPENAI_API_KEY")
+API_BASE_URL_ENV = "UNIFYBENCH_API_BASE_URL"
+
+
+class ApiFailed(Exception):
+    """One request got no usable reply (after retries); the item is recorded as a model error."""
+
+
+class ApiRunner:
+    """A chat model behind an OpenAI-compatible server (GPT-4o by default), through `unifybench.judge`'s
+    client: a fresh system + user conversation per request, temperature 0, the run's seed, retries, a disk
+    cache of replies; the key comes from $UNIFYBENCH_API_KEY or $OPENAI_API_KEY only."""
+
+    kind = "api"
+    SYSTEM = "You are a helpful assistant. Answer the user's question about the subject they describe or show."
+
+    def __init__(self, ctx, base_url: str | None, model: str, max_tokens: int = 300):
+        import os
+
+        from unifybench.errors import UserError
+        from unifybench.judge import JudgeClient
+        base_url = base_url or os.environ.get(API_BASE_URL_ENV)
+        if not base_url:
+            raise UserError(f"this baseline needs an OpenAI-compatible server: --set base_url=URL "
+                            f"(or ${API_BASE_URL_ENV}); the key is read from ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]}")
+        self.model = model
+        self.client = JudgeClient(base_url, model, seed=ctx.seed, cache_dir=Path(ctx.cache_dir) / "api",
+                                  api_key_env=API_KEY_ENV, max_tokens=max_tokens)
+
+    def files(self) -> list[Path]:
+        return []
+
+    def answer(self, segments, max_new_tokens: int = 0) -> str:
+        from unifybench.judge import image_data_url
+        content = []
+        for seg in segments:
+            if isinstance(seg, Path):
+                mime = "image/png" if seg.suffix.lower() == ".png" else "image/jpeg"
+                content.append({"type": "image_url", "image_url": {"url": image_data_url(seg.read_bytes(), mime)}})
+            elif seg.strip():
+                content.append({"type": "text", "text": seg})
+        messages = [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": content}]
+        result = self.client.ask(messages, "baseline-answer/1", lambda reply: reply.strip() or None)
+        if not result.ok:
+            raise ApiFailed(f"API model {self.model}: {result.error}")
+        return result.value
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())   # words: the server's tokenizer is not available locally
+
+    def truncate(self, text: str, n: int) -> str:
+        words = text.split()
+        return text if len(words) <= n else " ".join(words[:n])
+
+
+def save_images(images, out_dir: Path, stem: str) -> list[str]:
+    """Write PIL images as `<out_dir>/images/<stem>_<k>.png`; absolute paths (the runner relativises them)."""
+    folder = Path(out_dir) / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, image in enumerate(images):
+        path = folder / f"{stem}_{k}.png"
+        image.save(path)
+        paths.append(str(path.resolve()))
+    return paths

@@ -134,7 +134,7 @@ def collect_generated(concept: Concept, items: list[Item], predictions: dict[str
 class _FeatureMemo:
     """In-process cache of image features: (model fingerprint, image sha256) -> [D] tensor (LRU)."""
 
-    def __init__(self, capacity: int = 200_000):
+    def __init__(self, capacity: int = 50_000):
         self.capacity = capacity
         self._d: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -168,14 +168,25 @@ def embed_files(model, paths: Sequence[Path], cache_dir: Path | None, batch_size
     Each file is read once and identified by its sha256; features already in the in-process cache (from
     another evaluator with the same model fingerprint, or an earlier concept) are not recomputed, and
     duplicates are embedded once. The rest are decoded, preprocessed by `model.preprocess`, and embedded
-    in batches of `batch_size`. A file that cannot be read or decoded gets an error, never features."""
+    in batches of `batch_size` (at most one batch of pixels is held at a time). A file that cannot be read
+    or decoded gets an error, never features."""
     import torch
     from PIL import Image
     fp = model.fingerprint(cache_dir)
     feats: list[Any] = [None] * len(paths)
     errors: list[str | None] = [None] * len(paths)
     todo: dict[str, list[int]] = {}          # digest -> indices waiting for it
-    pixels: list[tuple[str, torch.Tensor]] = []
+    batch: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> None:
+        out = model.encode_pixels(torch.stack([px for _, px in batch]))
+        for (digest, _), f in zip(batch, out):
+            f = f.clone()
+            FEATURES.put((fp, digest), f)
+            for i in todo.pop(digest):
+                feats[i] = f
+        batch.clear()
+
     for i, path in enumerate(paths):
         try:
             data = Path(path).read_bytes()
@@ -198,15 +209,11 @@ def embed_files(model, paths: Sequence[Path], cache_dir: Path | None, batch_size
             errors[i] = f"cannot load image {path}: {type(e).__name__}: {e}"
             continue
         todo[digest] = [i]
-        pixels.append((digest, px))
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size]
-        out = model.encode_pixels(torch.stack([px for _, px in chunk]))
-        for (digest, _), f in zip(chunk, out):
-            f = f.clone()
-            FEATURES.put((fp, digest), f)
-            for i in todo[digest]:
-                feats[i] = f
+        batch.append((digest, px))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
     return feats, errors
 
 
@@ -254,6 +261,17 @@ def clamped_concept_value(scores: list[SampleScore], clamp: str) -> float | None
 # ------------------------------------------------------------------------------------------------------
 # UniCTokens' legacy CLIP preprocessing
 # ------------------------------------------------------------------------------------------------------
+def _side(size) -> int:
+    """The side of an HF processor size: an int, a dict or a SizeDict with height or shortest_edge."""
+    if isinstance(size, int):
+        return size
+    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
+    for key in ("height", "shortest_edge"):
+        if get(key) is not None:
+            return int(get(key))
+    raise UserError(f"cannot read the image side from the processor's size {size!r}")
+
+
 def clip_pixel_config(clip) -> tuple[int, list[float], list[float]]:
     """(input side, mean, std) of a loaded CLIP's own eval transform."""
     if clip.kind == "hf":
@@ -262,9 +280,8 @@ def clip_pixel_config(clip) -> tuple[int, list[float], list[float]]:
         except ImportError:  # pragma: no cover
             from transformers import CLIPImageProcessor as Processor
         proc = Processor.from_pretrained(Path(clip.files[0]).parent, local_files_only=True)
-        crop = proc.crop_size
-        side = crop["height"] if isinstance(crop, dict) else int(crop)
-        return int(side), list(proc.image_mean), list(proc.image_std)
+        crop = proc.crop_size if getattr(proc, "crop_size", None) is not None else proc.size
+        return _side(crop), list(proc.image_mean), list(proc.image_std)
     cfg = getattr(clip.model.visual, "preprocess_cfg", None) or {}
     size = cfg.get("size") or clip.model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size

@@ -213,7 +213,7 @@ class FaceSimilarity(Evaluator):
             detail["det_score"] = round(float(face.det_score), 6)
             detail["face_bbox"] = [round(float(v), 2) for v in face.bbox]
         with _MEMO_LOCK:
-            if len(_MEMO) > 100_000:
+            if len(_MEMO) > 20_000:
                 _MEMO.clear()
             _MEMO[key] = (emb, dict(detail))
         return emb, detail

@@ -1,5 +1,11 @@
 """Test-wide settings."""
+import sys
+from pathlib import Path
+
 import pytest
+
+# Shared test helpers (judge_server, forgetting_fixture) import by module name under importlib mode.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True, scope="session")

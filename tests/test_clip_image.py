@@ -237,3 +237,26 @@ def test_clamp_modes(setup, tiny):
         ClipImage(clamp="always")
     with pytest.raises(UserError):
         ClipImage(preprocess="squash")
+
+
+def test_legacy_preprocess_on_hf_clip_folder(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # pragma: no cover
+        from transformers import CLIPImageProcessor as Processor
+    from unifybench.evaluators.clip_image import clip_pixel_config, with_preprocess
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    cfg = CLIPConfig(text_config=dict(small, vocab_size=49408, max_position_embeddings=77),
+                     vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(cfg).save_pretrained(tmp_path / "hf")
+    Processor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+              image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4]).save_pretrained(tmp_path / "hf")
+    clip = load_clip(tmp_path / "hf")
+    assert clip_pixel_config(clip) == (32, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
+    legacy = with_preprocess(clip, "unictokens_legacy")
+    x = legacy.preprocess(_picture(5))
+    # undo CLIP's normalisation: the pixels CLIP sees are squeezed into [0.5, 1] (bicubic overshoot aside)
+    raw = x * torch.tensor([0.2, 0.3, 0.4])[:, None, None] + torch.tensor([0.5, 0.4, 0.3])[:, None, None]
+    assert x.shape == (3, 32, 32) and raw.min() > 0.45 and raw.max() < 1.05
+    assert legacy.model is clip.model and legacy.fingerprint() != clip.fingerprint()

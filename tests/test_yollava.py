@@ -107,7 +107,7 @@ def test_training_samples_layout(method, bench):
     assert hard and not (set(hard) & own)
 
 
-def test_code_preset_trains_all_head_rows(cache, bench, tmp_path):
+def test_code_preset_trains_all_head_rows(method, cache, bench, tmp_path):
     m = YoLLaVA(RunContext(cache_dir=cache, tiny=True), "tiny",
                 {"head_rows": "all", "epochs": 1, "n_recognition_positives": 2, "n_hard_negatives": 0,
                  "n_random_negatives": 1})
@@ -115,8 +115,8 @@ def test_code_preset_trains_all_head_rows(cache, bench, tmp_path):
     artifact = m.fit(bench.concepts()[1], bench, tmp_path)
     tokens, _ = ConceptTokens.load(artifact)
     assert tokens.head_ids.tolist() == m.token_ids
-    with pytest.raises(UserError):
-        m.load_artifact(bench.concepts()[1], artifact) if False else YoLLaVA.build_config("tiny", {"head_rows": 3.5})
+    with pytest.raises(UserError, match="do not fit"):   # an all-rows artifact into the identifier-only setup
+        method.load_artifact(bench.concepts()[1], artifact)
     with pytest.raises(UserError):
         YoLLaVA.build_config("nope", {})
 
@@ -129,3 +129,22 @@ def test_predictions_are_text_for_every_understanding_task(method, bench, fitted
     preds = method.predict(concept, picked + [i for i in items if i.task == "gen"][:1], tmp_path)
     assert [p.id for p in preds] == [i.id for i in picked]              # no image generation in LLaVA
     assert all(isinstance(p.text, str) and p.error is None for p in preds)
+
+
+@pytest.mark.slow
+def test_cli_run_tiny_end_to_end(tmp_path, cache):
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", "run", "--method", "yollava", "--preset", "tiny",
+                           "--output-dir", str(out), "--cache-dir", str(cache), "--no-progress"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    res = doc["results"]["unifybench-mini"]
+    assert doc["config"]["method"]["name"] == "yollava" and doc["tiny"] is True
+    assert res["recognition"]["n"] == 64 and res["recognition"]["n_failed"] == 0
+    assert "bleu" in res and "clip_i" not in res                      # LLaVA does not generate images
+    assert any(k.startswith("llava/") for k in doc["models"]) and any(k.startswith("retrieval_clip/") for k in doc["models"])
+    assert len(list((out / "concepts").glob("*/concept_tokens.safetensors"))) == 4

@@ -33,6 +33,12 @@ def model_evaluators(evaluators: list) -> list:
     return [e for e in evaluators if getattr(e, "kind", None) == "model"]
 
 
+def check_forgetting(evaluators: list) -> None:
+    """Fail now (one-line UserError) when a forgetting evaluator's data is missing, not after the fits."""
+    for ev in model_evaluators(evaluators):
+        ev.data_files()
+
+
 def _load(path: Path, key: str) -> dict | None:
     try:
         doc = json.loads(path.read_text())

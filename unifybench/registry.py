@@ -96,11 +96,26 @@ BENCHMARKS.register("dreambench", "unifybench.data.dreambench:DreamBench",
 
 METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
                  "Yo'Chameleon (CVPR 2025): dual soft prompts with self-prompting and soft positives on Chameleon/Anole")
+METHODS.register("unictokens", "unifybench.methods.unictokens:UniCTokens", "UniCTokens (NeurIPS 2025): unified concept tokens on Show-o, three-stage training")
 METHODS.register("yollava", "unifybench.methods.yollava:YoLLaVA",
                  "Yo'LLaVA (NeurIPS 2024): <sks> + 16 latent tokens on LLaVA-1.5, hard negatives, text-only QA")
 
 BASELINES.register("random", "unifybench.baselines.random:RandomBaseline",
                    "Random row: a seeded coin flip answers each recognition question")
+BASELINES.register("real-images", "unifybench.baselines.real_images:RealImages",
+                   "Real Images row: the concept's own photos scored as generated images (real vs real)")
+BASELINES.register("chameleon-original", "unifybench.baselines.text_prompt:ChameleonOriginal",
+                   "Original Chameleon/Anole (Yo'Chameleon supp. Table 1): no personalization")
+BASELINES.register("chameleon-tp", "unifybench.baselines.text_prompt:ChameleonTextPrompt",
+                   "Chameleon/Anole + text prompt: captions of the training photos summarised to ~100 tokens")
+BASELINES.register("chameleon-ip", "unifybench.baselines.image_prompt:ChameleonImagePrompt",
+                   "Chameleon/Anole + image prompt: the concept's reference photos in the prompt")
+BASELINES.register("llava-tp", "unifybench.baselines.text_prompt:LlavaTextPrompt",
+                   "LLaVA-1.5 + text prompt (UniCTokens Appendix B): its own captions, summarised")
+BASELINES.register("gpt4o-tp", "unifybench.baselines.api:Gpt4oTextPrompt",
+                   "GPT-4o + text prompt via an OpenAI-compatible server (understanding tasks)")
+BASELINES.register("gpt4o-ip", "unifybench.baselines.api:Gpt4oImagePrompt",
+                   "GPT-4o + image prompt via an OpenAI-compatible server (understanding tasks)")
 
 EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognition",
                     "Recognition weighted recall: mean of positive and negative recall per concept")

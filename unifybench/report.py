@@ -17,6 +17,8 @@ def run_table(doc: dict) -> str:
         lines += [f"> **{doc['notice']}**", ""]
     for bench, results in doc["results"].items():
         metrics = list(results)
+        if not metrics:
+            continue
         lines.append(f"### {bench}: {method['name']} (preset {method['preset']}, seed {doc['config']['seed']})")
         lines.append("")
         lines.append("| concept | " + " | ".join(f"{m} ({results[m]['preset']})" for m in metrics) + " |")
@@ -29,6 +31,9 @@ def run_table(doc: dict) -> str:
         lines.append("| n (failed) | " + " | ".join(f"{results[m]['n']} ({results[m]['n_failed']})"
                                                     for m in metrics) + " |")
         lines.append("")
+    if doc.get("forgetting"):
+        from unifybench.forgetting import forgetting_table
+        lines += [forgetting_table(doc["forgetting"]), ""]
     return "\n".join(lines)
 
 

@@ -126,6 +126,8 @@ def run(spec: RunSpec) -> dict:
     method = method_cls(ctx, spec.preset, spec.overrides)
     evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec)
     _check_images(benchmark)
+    from unifybench.forgetting import check_forgetting, run_forgetting
+    check_forgetting(evaluators)  # missing MMLU/POPE/MMBench data fails now, not after the fits
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,6 +162,7 @@ def run(spec: RunSpec) -> dict:
         predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
                        for c in concepts}
         results = score(benchmark, concepts, predictions, evaluators, out, spec, progress)
+        forgetting = run_forgetting(method, concepts, evaluators, out, spec)
     distributed.finish()
 
     doc = {
@@ -176,6 +179,7 @@ def run(spec: RunSpec) -> dict:
         "models": model_hashes,
         "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
         "results": {benchmark.name: results},
+        **({"forgetting": forgetting} if forgetting else {}),
     }
     write_json(out / "results.json", doc)
     from unifybench.report import write_run_table

@@ -23,7 +23,8 @@ backbone that exposes ``forward_hidden``. Sequences are ``<s> [prefix] context c
 text vocabulary: image-code logits are masked, as Chameleon's own ``forward`` does (``mask_image_tokens``).
 A backbone that is a plain transformers causal LM (``backbone.model`` + ``backbone.tokenizer``, no
 ``forward_hidden``) goes through ``HFLM(pretrained=model, tokenizer=tokenizer, backend="causal")``; there the
-prompt condition prepends the decoded prefix text through lm-eval's ``system_instruction``.
+prompt condition prepends the decoded prefix text through lm-eval's ``system_instruction`` (lm-eval puts a
+blank line after it), so its concept tokens must be tokens of that tokenizer.
 """
 from __future__ import annotations
 
@@ -197,16 +198,37 @@ def make_lm(backbone, prefix_ids: list[int] | None, params: dict) -> tuple[Any, 
 
 @contextlib.contextmanager
 def _quiet_lm_eval():
+    """lm-eval's and datasets' logs and datasets' bars off for the call (the run has its own progress display).
+
+    Also skips lm-eval's environment report (torch's collect_env and `git describe`: ~12 s of subprocesses per
+    call, and a "fatal: not a git repository" line outside a repository); results.json records the
+    environment once for the whole run.
+    """
     import logging
+
+    import datasets
+    from lm_eval import evaluator as lm_evaluator
+    saved = {n: getattr(lm_evaluator, n) for n in ("add_env_info", "get_git_commit_hash") if hasattr(lm_evaluator, n)}
+    if "add_env_info" in saved:
+        lm_evaluator.add_env_info = lambda storage: None
+    if "get_git_commit_hash" in saved:
+        lm_evaluator.get_git_commit_hash = lambda: None
     loggers = [logging.getLogger(n) for n in ("lm_eval", "lm-eval", "datasets")]
     levels = [lg.level for lg in loggers]
+    bars = datasets.is_progress_bar_enabled()
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
+        if bars:
+            datasets.enable_progress_bars()
+        for n, f in saved.items():
+            setattr(lm_evaluator, n, f)
+
 
 
 # ----------------------------------------------------------------------------------------- evaluator

@@ -479,7 +479,8 @@ class ShowoBackbone:
 
     # --- understanding ---
     @torch.no_grad()
-    def generate_text(self, input_ids, max_new_tokens: int = 100, use_cache: bool = True) -> list[int]:
+    def generate_text(self, input_ids, max_new_tokens: int = 100, use_cache: bool = True,
+                      stop_at_eot: bool = True) -> list[int]:
         """Greedy MMU decoding of one sequence; stops at <|endoftext|> (not returned).
 
         With `use_cache` the prefix is encoded once under the MMU mask and each new token attends to the
@@ -494,7 +495,7 @@ class ShowoBackbone:
             hidden, past = self.forward_hidden(ids, self.mmu_mask(ids), use_cache=True)
             for _ in range(max_new_tokens):
                 token = int(self.logits(hidden[:, -1]).argmax(-1))
-                if token == self.eot_id:
+                if token == self.eot_id and stop_at_eot:
                     break
                 new.append(token)
                 if len(new) == max_new_tokens:
@@ -506,7 +507,7 @@ class ShowoBackbone:
         for _ in range(max_new_tokens):
             hidden, _ = self.forward_hidden(seq, self.mmu_mask(seq))
             token = int(self.logits(hidden[:, -1]).argmax(-1))
-            if token == self.eot_id:
+            if token == self.eot_id and stop_at_eot:
                 break
             new.append(token)
             seq = torch.cat([seq, torch.tensor([[token]], device=self.device)], dim=1)

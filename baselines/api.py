@@ -1,0 +1,48 @@
+"""GPT-4o + text prompt / image prompt (UniCTokens Table 1 "Upper Bound" rows) over an OpenAI-compatible API.
+
+Requests go through `unifybench.judge.JudgeClient` (a fresh system + user conversation each, temperature 0,
+the run's seed, retries with backoff, a disk cache of replies under `<cache>/api/`); the server is
+`--set base_url=URL` or $UNIFYBENCH_API_BASE_URL, the model `--set api_model=NAME` (default gpt-4o), the key
+$UNIFYBENCH_API_KEY or $OPENAI_API_KEY (never logged or written). A request that gets no usable reply is a
+model error for that item (counted, never a score).
+
+Understanding only: the papers' GPT-4o generation columns need an image-generation endpoint, which the
+chat-completions API does not have; those cells stay "-".
+TP describes the concept with captions made by the same API model from the training photos (or the
+benchmark's text with `--set source=info`); IP sends the reference photos themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unifybench.baselines.common import ApiRunner
+from unifybench.baselines.image_prompt import ImagePromptBaseline, ImagePromptConfig
+from unifybench.baselines.text_prompt import TextPromptBaseline
+from unifybench.data.schema import MC, REC, TEXT_QA, VQA
+
+
+class _Api:
+    tasks = frozenset({REC, VQA, TEXT_QA, MC})
+
+    def make_runner(self):
+        return ApiRunner(self.ctx, self.config.base_url, self.config.api_model,
+                         max_tokens=max(self.config.max_new_tokens, self.config.summary_max_new_tokens))
+
+
+class Gpt4oTextPrompt(_Api, TextPromptBaseline):
+    name = "gpt4o-tp"
+    description = "GPT-4o + text prompt (UniCTokens Table 1) via an OpenAI-compatible server; understanding"
+    presets = {"paper": dict(captioner="self", max_new_tokens=300),
+               "tiny": dict(n_caption_images=2, max_new_tokens=30)}
+
+
+@dataclass
+class ApiImagePromptConfig(ImagePromptConfig):
+    max_new_tokens: int = 300
+
+
+class Gpt4oImagePrompt(_Api, ImagePromptBaseline):
+    name = "gpt4o-ip"
+    description = "GPT-4o + image prompt (UniCTokens Table 1) via an OpenAI-compatible server; understanding"
+    config_cls = ApiImagePromptConfig
+    presets = {"tiny": dict(n_reference_images=2, max_new_tokens=30)}

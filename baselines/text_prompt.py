@@ -1,0 +1,249 @@
+"""Text-prompt (TP) baselines: the concept is described in words in front of every question or prompt.
+
+UniCTokens (Appendix B; Table 1 rows Chameleon+TP, LLaVA/Qwen2.5-VL+TP, GPT-4o+TP): a captioner describes
+each training photo of the concept, the captions are summarised into one description, and the description
+is cut to a token budget (~100 tokens in the table) measured in the answering model's tokenizer. The
+captioner is a registered model: `self` (the baseline's own backbone, the default), `chameleon`, `llava`, or
+`api` (an OpenAI-compatible server, GPT-4o in the paper). Captions and summary are cached on disk under
+`<cache>/captions/`, keyed by the captioner's weights (or API model), the photos' bytes and the prompts.
+`fit` writes the description the baseline uses as `text_prompt.json` (nothing is trained).
+
+`source="info"` uses the benchmark's own concept description (`info.json`) instead of captions, and
+`include_extra_info` appends the concept's extra facts (they are text the user gave; the knowledge-driven
+generation prompts refer to them). The concept is called `<name>` (Yo'LLaVA style `<bo>`) everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, concept_name, files_digest,
+                                         question_text, save_images)
+from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
+                                    Item, Prediction)
+from unifybench.environment import derive_seed
+from unifybench.errors import UserError
+from unifybench.methods.base import Method
+from unifybench.progress import maybe_task
+
+CAPTION_PROMPT = "Describe the main subject of this photo in detail: its kind, colors, shape and distinctive features."
+SUMMARY_PROMPT = ("Here are descriptions of several photos of the same subject, called {name}:\n{captions}\n"
+                  "Summarize what {name} looks like in one short paragraph of at most {budget} words. "
+                  "Describe only the subject, not the backgrounds.")
+CACHE_VERSION = 1
+UNDERSTANDING = frozenset({REC, VQA, TEXT_QA, MC})
+
+
+@dataclass
+class TextPromptConfig:
+    backbone: str = "leloy/Anole-7b-v0.1-hf"   # the answering model: folder, cached hub id, or "tiny"
+    source: str = "caption"                    # "caption" (Appendix B) | "info" (the benchmark's text) | "none"
+    captioner: str = "self"                    # "self" | "chameleon" | "llava" | "api"
+    captioner_backbone: str = ""               # the captioner's checkpoint ("": tiny in tiny runs, else default)
+    base_url: str | None = None                # OpenAI-compatible server (api captioner or API baselines)
+    api_model: str = "gpt-4o"
+    n_caption_images: int = 5                  # training photos captioned (sorted by name)
+    caption_prompt: str = CAPTION_PROMPT
+    summary_prompt: str = SUMMARY_PROMPT
+    caption_max_new_tokens: int = 77
+    summary_max_new_tokens: int = 150
+    token_budget: int = 100                    # the description's length in the answering model's tokens
+    include_extra_info: bool = True
+    name_format: str = "<{name}>"
+    max_new_tokens: int = 30                   # answers, greedy
+    temperature: float = 1.0                   # image sampling (Chameleon: the Anole defaults, no CFG)
+    top_k: int = 50
+    top_p: float = 1.0
+    gen_batch_size: int = 8
+    gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task and concept
+    images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
+
+
+TINY = dict(backbone="tiny", n_caption_images=2, caption_max_new_tokens=6, summary_max_new_tokens=10,
+            token_budget=12, max_new_tokens=8, gen_prompts_limit=1, images_per_prompt=1)
+
+
+class PromptBaseline(Method):
+    """What the prompt baselines share: a runner (model), per-concept context, answering and drawing."""
+
+    runner_cls: type | None = None
+    config_cls = TextPromptConfig
+
+    def setup(self) -> None:
+        self.runner = self.make_runner()
+        self._context: dict[str, dict] = {}
+
+    def make_runner(self):
+        return self.runner_cls(self.ctx, self.config.backbone)
+
+    def model_files(self) -> dict[str, Path]:
+        files = {f"{self.runner.kind}/{p.name}": p for p in self.runner.files()}
+        cap = getattr(self, "_captioner", None)
+        if cap is not None and cap is not self.runner:
+            files.update({f"captioner_{cap.kind}/{p.name}": p for p in cap.files()})
+        return files
+
+    def name_of(self, concept: Concept) -> str:
+        return concept_name(concept, self.config.name_format)
+
+    # --- what goes before the question / prompt (subclasses) ---
+    def context_segments(self, concept: Concept) -> list:
+        raise NotImplementedError
+
+    def load_artifact(self, concept: Concept, path: Path | None) -> None:
+        self._context[concept.name] = json.loads(Path(path).read_text()) if path else {}
+
+    # --- prediction ---
+    def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
+        cfg = self.config
+        text_items = [i for i in items if i.task in self.tasks & UNDERSTANDING]
+        gen_items = [i for i in items if i.task in self.tasks & {GEN, KNOWLEDGE_GEN}]
+        if cfg.gen_prompts_limit > 0:
+            gen_items = [i for i in gen_items if i.task == GEN][:cfg.gen_prompts_limit] + \
+                [i for i in gen_items if i.task == KNOWLEDGE_GEN][:cfg.gen_prompts_limit]
+        preds = []
+        context = self.context_segments(concept)
+        name = self.name_of(concept)
+        import torch
+        with torch.no_grad():
+            with maybe_task(self.ctx.progress, f"answering {concept.name}", len(text_items)) as advance:
+                for item in text_items:
+                    segments = list(context) + [question_text(item, name)]
+                    if item.image is not None and item.task != TEXT_QA:
+                        segments.append(Path(item.image))
+                    preds.append(self._answer(item, segments))
+                    advance()
+            with maybe_task(self.ctx.progress, f"generating {concept.name}", len(gen_items)) as advance:
+                for n, item in enumerate(gen_items):
+                    segments = list(context) + [item.prompt.replace(PLACEHOLDER, name)]
+                    k = cfg.images_per_prompt or item.n_images
+                    gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
+                    images = self.runner.draw(segments, k, gen, cfg.temperature, cfg.top_k, cfg.top_p,
+                                              cfg.gen_batch_size)
+                    preds.append(Prediction(item.id, item.concept, item.task, item.prompt,
+                                            images=save_images(images, out_dir, f"{item.task}_{n:03d}")))
+                    advance()
+        return preds
+
+    def _answer(self, item: Item, segments: list) -> Prediction:
+        try:
+            text = self.runner.answer(segments, self.config.max_new_tokens)
+        except ApiFailed as e:
+            return Prediction(item.id, item.concept, item.task, item.prompt, error=str(e))
+        return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
+
+
+class TextPromptBaseline(PromptBaseline):
+    """TP: a description of the concept (captions summarised to a token budget) before every request."""
+
+    def setup(self) -> None:
+        super().setup()
+        cfg = self.config
+        if cfg.source not in ("caption", "info", "none"):
+            raise UserError(f"{self.name}: source must be caption, info or none, not {cfg.source!r}")
+        self._captioner = self.make_captioner() if cfg.source == "caption" else None
+
+    def make_captioner(self):
+        cfg = self.config
+        choice = cfg.captioner
+        default = "tiny" if self.ctx.tiny or cfg.backbone == "tiny" else ""
+        if choice == "self":
+            return self.runner
+        if choice == "chameleon":
+            return ChameleonRunner(self.ctx, cfg.captioner_backbone or default or "leloy/Anole-7b-v0.1-hf")
+        if choice == "llava":
+            return LlavaRunner(self.ctx, cfg.captioner_backbone or default or "13b")
+        if choice == "api":
+            from unifybench.baselines.common import ApiRunner
+            return ApiRunner(self.ctx, cfg.base_url, cfg.api_model)
+        raise UserError(f"{self.name}: unknown captioner {choice!r} (known: self, chameleon, llava, api)")
+
+    def _captioner_id(self) -> str:
+        cap = self._captioner
+        if cap.kind == "api":
+            return f"api:{cap.model}"
+        from unifybench.store import file_sha256
+        return cap.kind + ":" + ",".join(file_sha256(p, self.ctx.cache_dir) for p in cap.files())
+
+    def describe_concept(self, concept: Concept) -> dict:
+        """{"captions", "summary"} for the concept, from the disk cache when the same inputs were seen."""
+        cfg = self.config
+        name = self.name_of(concept)
+        photos = list(concept.train_images[:cfg.n_caption_images])
+        if not photos:
+            raise UserError(f"concept {concept.name!r} has no training images to caption")
+        key_doc = {"version": CACHE_VERSION, "captioner": self._captioner_id(), "images": files_digest(photos),
+                   "name": name, "caption_prompt": cfg.caption_prompt, "summary_prompt": cfg.summary_prompt,
+                   "caption_max_new_tokens": cfg.caption_max_new_tokens, "budget": cfg.token_budget,
+                   "summary_max_new_tokens": cfg.summary_max_new_tokens}
+        key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
+        cache = Path(self.ctx.cache_dir) / "captions" / f"{key}.json"
+        if cache.exists():
+            try:
+                return json.loads(cache.read_text())
+            except (OSError, ValueError):
+                pass   # a torn file: caption again
+        import torch
+        with torch.no_grad():
+            captions = [self._captioner.answer([p, cfg.caption_prompt], cfg.caption_max_new_tokens) for p in photos]
+            listing = "\n".join(f"- {c}" for c in captions)
+            summary = self._captioner.answer([cfg.summary_prompt.format(name=name, captions=listing,
+                                                                        budget=cfg.token_budget)],
+                                             cfg.summary_max_new_tokens)
+        doc = {"captions": captions, "summary": summary, "key": key_doc}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(cache)
+        return doc
+
+    def fit(self, concept: Concept, benchmark: Benchmark, out_dir: Path) -> Path:
+        cfg = self.config
+        name = self.name_of(concept)
+        doc: dict = {"source": cfg.source}
+        if cfg.source == "caption":
+            doc.update(self.describe_concept(concept))
+            body = self.runner.truncate(doc["summary"], cfg.token_budget)
+            description = f"{name}: {body}" if body else ""
+        elif cfg.source == "info":
+            description = self.runner.truncate(concept.info.replace(PLACEHOLDER, name), cfg.token_budget)
+        else:
+            description = ""
+        if cfg.include_extra_info and cfg.source != "none" and concept.extra_info:
+            description = " ".join([description, *(f.replace(PLACEHOLDER, name) for f in concept.extra_info)]).strip()
+        doc["description"] = description
+        doc["description_tokens"] = self.runner.count_tokens(description) if description else 0
+        path = out_dir / "text_prompt.json"
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+    def context_segments(self, concept: Concept) -> list:
+        description = self._context.get(concept.name, {}).get("description", "")
+        return [description + "\n"] if description else []
+
+
+class ChameleonTextPrompt(TextPromptBaseline):
+    name = "chameleon-tp"
+    description = "Chameleon/Anole + text prompt (UniCTokens Table 1): captions of the photos, summarised"
+    tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
+    runner_cls = ChameleonRunner
+    presets = {"tiny": TINY, "info": dict(source="info")}
+
+
+class ChameleonOriginal(TextPromptBaseline):
+    name = "chameleon-original"
+    description = "Original Chameleon/Anole (Yo'Chameleon supp. Table 1): no personalization at all"
+    tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
+    runner_cls = ChameleonRunner
+    presets = {"paper": dict(source="none"), "tiny": dict(TINY, source="none")}
+
+
+class LlavaTextPrompt(TextPromptBaseline):
+    name = "llava-tp"
+    description = "LLaVA-1.5 + text prompt (UniCTokens Appendix B 'LLaVA+Prompt'): its own captions, summarised"
+    tasks = frozenset({REC, VQA, TEXT_QA, MC})
+    runner_cls = LlavaRunner
+    presets = {"paper": dict(backbone="llava-hf/llava-1.5-13b-hf"),
+               "tiny": dict(TINY, backbone="tiny"), "info": dict(backbone="llava-hf/llava-1.5-13b-hf", source="info")}

@@ -1,0 +1,33 @@
+"""`unifybench run --method yochameleon --preset tiny --evaluators mmlu,pope,mmbench` end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from forgetting_fixture import write_mmbench, write_mmlu, write_pope
+
+pytestmark = pytest.mark.slow
+
+
+def test_forgetting_results_for_base_and_personalized_model(tmp_path):
+    env = dict(os.environ,
+               UNIFYBENCH_MMLU_ROOT=str(write_mmlu(tmp_path / "mmlu")),
+               UNIFYBENCH_POPE_ROOT=str(write_pope(tmp_path / "pope")),
+               UNIFYBENCH_MMBENCH_ROOT=str(write_mmbench(tmp_path / "mmbench_dev.tsv")))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", "run", "--method", "yochameleon", "--preset", "tiny",
+                           "--concepts", "dog", "--set", "epochs=1", "--evaluators", "mmlu,pope,mmbench",
+                           "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    forgetting = doc["forgetting"]
+    assert set(forgetting["evaluators"]) == {"mmlu", "pope", "mmbench"}
+    for name, entry in forgetting["evaluators"].items():
+        assert entry["base"]["n"] > 0, name
+        assert set(entry["concepts"]["dog"]) == {"plain", "prompt"}, name
+        for cond in ("plain", "prompt"):
+            assert entry["concepts"]["dog"][cond]["n"] == entry["base"]["n"], name
+    assert "mmlu" in (out / "leaderboard.md").read_text()
