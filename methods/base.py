@@ -30,6 +30,7 @@ class Method:
     name: str = ""
     description: str = ""
     tasks: frozenset[str] = frozenset()      # item tasks this method can answer
+    not_scored_by: frozenset[str] = frozenset()   # evaluators whose cells the papers leave "-" for this row
     config_cls: type | None = None           # dataclass of hyperparameters
     presets: dict[str, dict[str, Any]] = {}  # preset name -> field overrides
 

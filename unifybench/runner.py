@@ -95,7 +95,7 @@ def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Conce
 
 
 def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str],
-                    spec: RunSpec | None = None) -> list:
+                    spec: RunSpec | None = None, skip: frozenset[str] = frozenset()) -> list:
     """The named evaluators, or every one that fits `tasks`.
 
     Judge evaluators join the default list when a judge server is given, and also under `--judge none`
@@ -104,7 +104,8 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
     judge_listed = spec is not None and (not spec.judge_enabled or bool(spec.judge_base_url))
     if names is None:
         names = [e.name for e in EVALUATORS.entries()
-                 if EVALUATORS.get(e.name).tasks & tasks and (judge_listed or not EVALUATORS.get(e.name).needs_service)]
+                 if e.name not in skip and EVALUATORS.get(e.name).tasks & tasks
+                 and (judge_listed or not EVALUATORS.get(e.name).needs_service)]
     for name in presets:
         if name not in names:
             raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
@@ -124,7 +125,8 @@ def run(spec: RunSpec) -> dict:
     concepts = select_concepts(benchmark, spec.concepts)
     ctx = _method_context(spec)
     method = method_cls(ctx, spec.preset, spec.overrides)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec)
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec,
+                                 method.not_scored_by)
     _check_images(benchmark)
     from unifybench.forgetting import check_forgetting, run_forgetting
     check_forgetting(evaluators)  # missing MMLU/POPE/MMBench data fails now, not after the fits
