@@ -25,7 +25,7 @@ checkpoint has none and gets the defaults above.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

@@ -199,10 +199,10 @@ class Showo(nn.Module):
         self.mask_token_id = vocab_size - 1
         self.showo = PhiForCausalLM(cfg, vocab_size)
 
-    def forward_hidden(self, input_ids, mask, positions, past=None, embed=None):
+    def forward_hidden(self, input_ids, mask, positions, past=None):
         """Final-layer-normed hidden states and the per-layer (k, v) cache."""
         m = self.showo.model
-        x = (embed or m.embed_tokens)(input_ids)
+        x = m.embed_tokens(input_ids)
         new_past = []
         for i, layer in enumerate(m.layers):
             x, kv = layer(x, mask, positions, None if past is None else past[i])
@@ -386,14 +386,12 @@ class ShowoBackbone:
     def reserve_tokens(self, n: int) -> list[int]:
         """Ids vocab_size .. vocab_size + n - 1 for concept tokens (zero embedding, -inf logit until attached)."""
         self.n_reserved = n
-        m = self.model.showo
         base_emb = self.input_embeddings()
         base_emb = getattr(base_emb, "base", base_emb)
         base_head = self.output_head()
         base_head = getattr(base_head, "base", base_head)
         base_emb.n_reserved = n
         base_head.n_reserved = n
-        assert m is not None
         return list(range(self.vocab_size, self.vocab_size + n))
 
     # --- tokens ---
