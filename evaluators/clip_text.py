@@ -37,7 +37,10 @@ def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True
     """The text CLIP-T encodes for `prompt`: the placeholder becomes the class noun (or stays as it is)."""
     if not placeholder_to_class:
         return prompt
-    return prompt.replace(PLACEHOLDER, concept.class_noun)
+    # DreamBench prompts already carry the class noun after the placeholder ("a <sks> dog in the
+    # jungle"): replace the pair first so the text is "a dog in the jungle", not "a dog dog ...".
+    noun = concept.class_noun
+    return prompt.replace(f"{PLACEHOLDER} {noun}", noun).replace(PLACEHOLDER, noun)
 
 
 class ClipText(_ClipEvaluator):

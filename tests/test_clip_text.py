@@ -125,3 +125,12 @@ def test_clip_i_and_clip_t_embed_each_generated_image_once(setup, tiny, monkeypa
     ClipText().score(concept, items, preds, ctx)
     # 4 distinct generated files (3.png is used twice) + 2 references, and nothing more for CLIP-T
     assert after_clip_i == 4 + 2 and sum(seen) == after_clip_i
+
+
+def test_dreambench_prompt_with_class_noun_is_not_doubled():
+    from unifybench.data.schema import Concept
+    from unifybench.evaluators.clip_text import prompt_text
+    dog = Concept(name="dog", category="pet", class_noun="dog")
+    assert prompt_text("a <sks> dog in the jungle", dog) == "a dog in the jungle"
+    assert prompt_text("a <sks> in the jungle", dog) == "a dog in the jungle"
+    assert prompt_text("a <sks> in the jungle", dog, placeholder_to_class=False) == "a <sks> in the jungle"

@@ -284,11 +284,18 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
                     advance()
                     continue
                 scores = ev.score(concept, items, preds, ctx)
+                if not scores:  # e.g. face similarity on a non-person concept: not a null concept value
+                    advance()
+                    continue
                 by_concept[concept.name] = scores
                 task_of.update({i.id: i.task for i in items})
                 rows.extend(_sample_row(s, preds, spec.tiny) for s in scores)
                 advance()
         if not by_concept:
+            off = ev.needs_service and not spec.judge_enabled
+            results[ev.name] = {"value": None, "n": 0, "n_failed": 0, "n_missing": n_missing, "per_concept": {},
+                                "preset": ev.preset, **({"off": True} if off else {}),
+                                "note": "switched off (--judge none)" if off else "no scorable samples"}
             continue
         result = aggregate(by_concept, ev)
         extra = getattr(ev, "extra_aggregates", None)
