@@ -330,3 +330,26 @@ def test_validate_reports_every_bad_image(copy):
     assert len(problems) == 3
     assert any(str(bad) in p for p in problems) and any(str(truncated) in p for p in problems)
     assert any("bear_plushie" in p and "no test images" in p for p in problems)
+
+
+
+def test_validate_lists_every_broken_concept_not_just_the_first(tmp_path):
+    import json as _json
+    import shutil as _shutil
+    from unifybench.data.unifybench import UnifyBench, UnifyBenchMini
+    from unifybench.errors import DataError as _DataError
+    root = tmp_path / "data"
+    _shutil.copytree(UnifyBenchMini().root, root)
+    names = _json.loads((root / "concepts_list.json").read_text())
+    (root / "concept" / "train" / names[0] / "info.json").write_text("{broken")
+    (root / "concept" / "test" / names[2] / "vqa.json").write_text("{}")
+    bench = UnifyBench(root)
+    problems = bench.validate()
+    assert any(names[0] in p and "info.json" in p for p in problems)
+    assert any(names[2] in p and "vqa.json" in p for p in problems)
+    try:
+        bench.concepts()
+    except _DataError as e:
+        assert "1 more problem" in str(e)
+    else:
+        raise AssertionError("no error")

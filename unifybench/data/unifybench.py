@@ -184,6 +184,8 @@ class UnifyBench(Benchmark):
         self.root = root.resolve()
         self.images_per_prompt = images_per_prompt
         self._data: _Data | None = None
+        self._problems: list[str] = []          # per-concept problems of the last failed load
+        self._partial: list[_ConceptData] = []  # the concepts that did load then
 
     # ---- public API
 
@@ -223,10 +225,16 @@ class UnifyBench(Benchmark):
         """Open every image with PIL; one problem line per unreadable file or concept without images."""
         from PIL import Image
 
-        data = self._load()
-        problems: list[str] = []
-        images: set[Path] = set(data.random_images)
-        for cd in data.concepts:
+        try:
+            data = self._load()
+            loaded, problems = data.concepts, []
+            images: set[Path] = set(data.random_images)
+        except DataError:
+            if not self._problems:
+                raise  # the file every concept depends on is broken: nothing more to list
+            loaded, problems = self._partial, list(self._problems)
+            images = set(list_images(self.root / "random_images"))
+        for cd in loaded:
             c = cd.concept
             if not c.train_images:
                 problems.append(f"{self._train_dir(c.name)}: concept {c.name!r} has no training images")
@@ -280,12 +288,22 @@ class UnifyBench(Benchmark):
             train_lists = _read_json(ti_path, dict, "train_images.json")
             files.append(ti_path)
 
-        concepts = []
+        # Every concept is loaded even after one fails, so `validate` can list all their problems.
+        concepts, problems, first = [], [], None
         for n in names:
-            for d in (self._train_dir(n), self._test_dir(n)):
-                if not d.is_dir():
-                    raise DataError(d, f"concept {n!r} is listed in concepts_list.json but this folder is missing")
-            concepts.append(self._load_concept(n, train_lists, ti_path, files))
+            try:
+                for d in (self._train_dir(n), self._test_dir(n)):
+                    if not d.is_dir():
+                        raise DataError(d, f"concept {n!r} is listed in concepts_list.json but this folder is missing")
+                concepts.append(self._load_concept(n, train_lists, ti_path, files))
+            except DataError as e:
+                problems.append(str(e))
+                first = first or e
+        if first is not None:
+            self._problems, self._partial = problems, concepts
+            if len(problems) > 1:
+                first.args = (f"{first} (and {len(problems) - 1} more problems; see `unifybench validate`)",)
+            raise first
 
         random_images = list_images(self.root / "random_images")
         prompts = self._load_prompts(files)
