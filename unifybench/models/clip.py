@@ -19,12 +19,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 from typing import Callable, Sequence
 
 import torch
@@ -328,26 +328,8 @@ def tiny_clip_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM CLIP (seed 0) in open_clip's folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/clip-v1/`. It measures nothing; it exercises the code path."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
-    final = root / "tiny" / TINY_NAME
-    if (final / OPEN_CLIP_CONFIG).is_file() and (final / TINY_WEIGHTS).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}.", dir=final.parent))
-    try:
-        _build_tiny(tmp)
-        if final.exists():   # a half-made folder from an old crash (complete ones returned above)
-            if (final / OPEN_CLIP_CONFIG).is_file() and (final / TINY_WEIGHTS).is_file():
-                return final  # another process finished first
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not ((final / OPEN_CLIP_CONFIG).is_file() and (final / TINY_WEIGHTS).is_file()):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(root / "tiny" / TINY_NAME, _build_tiny,
+                      lambda f: (f / OPEN_CLIP_CONFIG).is_file() and (f / TINY_WEIGHTS).is_file())
 
 
 def _build_tiny(folder: Path) -> None:

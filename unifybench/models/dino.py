@@ -16,12 +16,11 @@ are cached on disk by (model fingerprint, image sha256) like CLIP's.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 from typing import Callable, Sequence
 
 import torch
@@ -165,26 +164,7 @@ def tiny_dino_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM DINO ViT (seed 0) in transformers' folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/dino-v1/`. It measures nothing; it exercises the code path."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
-    final = root / "tiny" / TINY_NAME
-    if _complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}.", dir=final.parent))
-    try:
-        save_random_vit(tmp, TINY_CONFIG, seed=0)
-        if final.exists():
-            if _complete(final):
-                return final            # another process finished first
-            shutil.rmtree(final, ignore_errors=True)   # a half-made folder from an old crash
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _complete(final):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(root / "tiny" / TINY_NAME, lambda tmp: save_random_vit(tmp, TINY_CONFIG, seed=0), _complete)
 
 
 def save_random_vit(folder: Path, config: dict, seed: int = 0) -> Path:

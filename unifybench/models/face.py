@@ -17,12 +17,11 @@ a recognizer, so the whole face path runs for real on CPU in tests (see `_build_
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 from typing import Any
 
 import numpy as np
@@ -175,30 +174,11 @@ def tiny_face_pack(cache_dir: Path | None = None) -> Path:
     The detector "finds a face" in each 32x32 cell (of the 640x640 detection input) that is nearly pure red
     or magenta: see `_build_tiny_detector`. Pictures without such a block have no face."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
-    final = root / "tiny" / TINY_NAME
-    if _complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}.", dir=final.parent))
-    try:
+    def build(tmp: Path) -> None:
         _build_tiny_detector(tmp / TINY_DETECTOR)
         _build_tiny_recognizer(tmp / TINY_RECOGNIZER, seed=0)
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        tmp.chmod(0o755)
-        if final.exists():
-            if _complete(final):
-                return final             # another process finished first
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _complete(final):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return build_once(root / "tiny" / TINY_NAME, build, _complete)
 
 
 # The tiny detector, in the units SCRFD decodes (per anchor, on the mean R, G, B of a stride-32 cell of the
@@ -237,7 +217,6 @@ def _build_tiny_detector(path: Path) -> None:
     """An SCRFD-shaped detector: input [1, 3, H, W], 9 outputs (scores, boxes, keypoints at strides 8/16/32,
     2 anchors), each [N, 1] / [N, 4] / [N, 10] with N = H/s * W/s * 2: what insightface's router takes for
     a detector (>= 5 outputs) and SCRFD decodes with keypoints (9 outputs)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     nodes, inits, outputs = [], [], []
     active = _tiny_detector_heads()
@@ -305,7 +284,6 @@ def _build_tiny_recognizer(path: Path, seed: int = 0) -> None:
 
 
 def _save(graph, path: Path) -> None:
-    import onnx
     from onnx import helper
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="unifybench-tiny")
     model.ir_version = 8

@@ -9,10 +9,9 @@ the concept slots `<reserved16200>`..`<reserved16299>`, then byte-level BPE text
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 
 import torch
 from safetensors import safe_open
@@ -107,19 +106,4 @@ def _build(out: Path) -> None:
 def tiny_chameleon_path(cache_dir: Path | None = None) -> Path:
     """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/chameleon-v1`, built once."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
-    dest = root / VERSION
-    if dest.is_dir():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}.", dir=root))
-    try:
-        _build(tmp)
-        for p in [tmp, *tmp.iterdir()]:  # mkdtemp / save_file create owner-only files; make the cache readable
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        os.rename(tmp, dest)  # atomic: readers see either nothing or a complete checkpoint
-    except OSError:
-        if not dest.is_dir():  # a concurrent builder winning the rename is fine; anything else is not
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return build_once(root / VERSION, _build)

@@ -9,10 +9,9 @@ vocabulary: LLaVA has no reserved rows, so `LlavaBackbone.load(..., new_tokens=.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 
 import torch
 
@@ -98,19 +97,4 @@ def tiny_llava_path(cache_dir: Path | None = None, text_model: str = "llama") ->
         raise ValueError(f"text_model must be 'llama' or 'phi', not {text_model!r}")
     version = VERSION if text_model == "llama" else PHI_VERSION
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
-    dest = root / version
-    if dest.is_dir():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
-    try:
-        _build(tmp, text_model)
-        for p in [tmp, *tmp.rglob("*")]:  # mkdtemp creates an owner-only folder; make the cache readable
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        os.rename(tmp, dest)  # atomic: readers see either nothing or a complete checkpoint
-    except OSError:
-        if not dest.is_dir():  # a concurrent builder winning the rename is fine; anything else is not
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return build_once(root / version, lambda tmp: _build(tmp, text_model))

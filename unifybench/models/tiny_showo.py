@@ -15,10 +15,9 @@ so an image is an 8x8 grid of 64 tokens; the vocabulary layout is the real one (
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from unifybench.models.tiny_cache import build_once
 
 import torch
 from safetensors.torch import save_file
@@ -97,22 +96,7 @@ def _build(out: Path) -> None:
 def tiny_showo_path(cache_dir: Path | None = None) -> Path:
     """`<cache_dir or ~/.cache/unifybench/tiny>/showo-v1`, built once; holds the three folders."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
-    dest = root / VERSION
-    if dest.is_dir():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}.", dir=root))
-    try:
-        _build(tmp)
-        for p in [tmp, *tmp.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        os.rename(tmp, dest)
-    except OSError:
-        if not dest.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return build_once(root / VERSION, _build)
 
 
 def load_tiny_showo(cache_dir: Path | None = None, device="cpu", dtype=torch.float32):
