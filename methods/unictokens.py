@@ -27,7 +27,6 @@ whose artifact is missing or stale. `stages` picks the Table 3 rows ("1", "2" = 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
@@ -44,7 +43,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.methods.base import Method
+from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.progress import maybe_task
 from unifybench.training import Sample, collate
 
@@ -128,7 +127,7 @@ class T2ISample:
     codes: torch.Tensor      # [N] MAGVIT codes
 
 
-class UniCTokens(Method):
+class UniCTokens(SoftPromptMethod):
     name = "unictokens"
     description = "UniCTokens (NeurIPS 2025): unified concept tokens on Show-o, three-stage training"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
@@ -562,7 +561,7 @@ class UniCTokens(Method):
         if "s2" in upto:
             staged["face_init"] = cfg["face_init"]
         return canonical_hash({"concept": concept.name, "stage": stage, "seed": self.ctx.seed, "common": common,
-                               "staged": staged, "backbone": self._backbone_hash()})
+                               "staged": staged, "backbone": self.backbone_hash()})
 
     def _cached(self, path: Path, key: str):
         from unifybench.models.concept_tokens import ConceptTokens
@@ -584,7 +583,7 @@ class UniCTokens(Method):
         n1, n2, n3 = 1 + k, 1 + k + m, len(self.all_ids)
         seed = lambda *p: derive_seed(self.ctx.seed, *p, concept.name)  # noqa: E731
         header_base = {"method": self.name, "concept": concept.name, "backbone": str(b.path),
-                       "backbone_sha256": self._backbone_hash(), "config": self.describe()["config"]}
+                       "backbone_sha256": self.backbone_hash(), "config": self.describe()["config"]}
         tokens, last = None, None
 
         # ---- stage 1
@@ -677,15 +676,6 @@ class UniCTokens(Method):
                                        samples={**_count(mmu), "t2i": len(t2i)}))
             last = path
         return last
-
-    def _backbone_hash(self) -> str:
-        if self._backbone_sha is None:
-            from unifybench.store import file_sha256
-            h = hashlib.sha256()
-            for p in self.backbone.weight_files():
-                h.update(file_sha256(p, self.ctx.cache_dir).encode())
-            self._backbone_sha = h.hexdigest()
-        return self._backbone_sha
 
     # ------------------------------------------------------------------------------------------ predict
     def load_artifact(self, concept: Concept, path: Path | None) -> None:

@@ -9,7 +9,6 @@ generation tokens for more similar ranks; the real images get all k. Loss on ans
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.methods.base import Method
+from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.progress import maybe_task
 from unifybench.training import OptimConfig, Sample, train_tokens
 
@@ -66,7 +65,7 @@ class YoChameleonConfig:
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
 
-class YoChameleon(Method):
+class YoChameleon(SoftPromptMethod):
     name = "yochameleon"
     description = "Yo'Chameleon (CVPR 2025) on Chameleon/Anole"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
@@ -231,26 +230,7 @@ class YoChameleon(Method):
         losses = train_tokens(b, list(tokens.parameters()), samples,
                               OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
                               gen, self.ctx.progress, f"training {concept.name}")
-        header = {"method": self.name, "concept": concept.name, "backbone": str(b.path),
-                  "backbone_sha256": self._backbone_hash(), "config": self.describe()["config"],
-                  "epoch_losses": losses,
-                  "samples": {k: sum(1 for s in samples if s.kind == k) for k in sorted({s.kind for s in samples})}}
-        tokens.save(artifact, header)
-        return artifact
-
-    def _backbone_hash(self) -> str:
-        from unifybench.store import file_sha256
-        h = hashlib.sha256()
-        for p in self.backbone.weight_files():
-            h.update(file_sha256(p, self.ctx.cache_dir).encode())
-        return h.hexdigest()
-
-    def load_artifact(self, concept: Concept, path: Path | None) -> None:
-        from unifybench.models.concept_tokens import ConceptTokens, attach
-        tokens, header = ConceptTokens.load(path)
-        if header.get("method") != self.name or tokens.token_ids.tolist() != self.token_ids:
-            raise UserError(f"{path}: concept tokens of {header.get('method')!r} do not fit this yochameleon setup")
-        attach(self.backbone, tokens)
+        return self.save_tokens(tokens, artifact, concept, samples, losses)
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         preds = []

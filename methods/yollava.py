@@ -15,7 +15,6 @@ token, so greedy answers never stop); the new rows start from a seeded draw arou
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from unifybench.baselines.common import question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.methods.base import Method
+from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.progress import maybe_task
 from unifybench.methods.yochameleon import NO, QUESTIONS, YES  # our own wording, shared with Yo'Chameleon
 from unifybench.training import Sample, collate, sequence_loss
@@ -60,7 +59,7 @@ class YoLLaVAConfig:
     max_new_tokens: int = 30                    # answers, greedy
 
 
-class YoLLaVA(Method):
+class YoLLaVA(SoftPromptMethod):
     name = "yollava"
     description = "Yo'LLaVA (NeurIPS 2024) on LLaVA-1.5"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
@@ -239,27 +238,7 @@ class YoLLaVA(Method):
         attach(b, tokens)
         gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
         losses = self.train(list(tokens.parameters()), samples, gen, f"training {concept.name}")
-        header = {"method": self.name, "concept": concept.name, "backbone": str(b.path),
-                  "backbone_sha256": self._backbone_hash(), "config": self.describe()["config"],
-                  "epoch_losses": losses,
-                  "samples": {k: sum(1 for s in samples if s.kind == k) for k in sorted({s.kind for s in samples})}}
-        tokens.save(artifact, header)
-        return artifact
-
-    def _backbone_hash(self) -> str:
-        from unifybench.store import file_sha256
-        h = hashlib.sha256()
-        for p in self.backbone.weight_files():
-            h.update(file_sha256(p, self.ctx.cache_dir).encode())
-        return h.hexdigest()
-
-    def load_artifact(self, concept: Concept, path: Path | None) -> None:
-        from unifybench.models.concept_tokens import ConceptTokens, attach
-        tokens, header = ConceptTokens.load(path)
-        if (header.get("method") != self.name or tokens.token_ids.tolist() != self.token_ids
-                or tokens.head_ids.tolist() != self.head_ids):
-            raise UserError(f"{path}: concept tokens of {header.get('method')!r} do not fit this yollava setup")
-        attach(self.backbone, tokens)
+        return self.save_tokens(tokens, artifact, concept, samples, losses)
 
     # --- prediction ---
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:

@@ -1,0 +1,42 @@
+"""What every soft-prompt method shares: its concept-token artifact (header, backbone hash, load check).
+
+A subclass sets `self.backbone` (weight_files(), path, the attach protocol), `self.token_ids`,
+`self.head_ids` and `self.token_names` in `setup()`.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from unifybench.data.schema import Concept
+from unifybench.errors import UserError
+from unifybench.methods.base import Method
+
+
+class SoftPromptMethod(Method):
+    def backbone_hash(self) -> str:
+        """One sha256 over the backbone's weight files (each hashed once and remembered by size and mtime)."""
+        if getattr(self, "_backbone_sha", None) is None:
+            from unifybench.store import file_sha256
+            h = hashlib.sha256()
+            for p in self.backbone.weight_files():
+                h.update(file_sha256(p, self.ctx.cache_dir).encode())
+            self._backbone_sha = h.hexdigest()
+        return self._backbone_sha
+
+    def save_tokens(self, tokens, artifact: Path, concept: Concept, samples: list, losses: list[float]) -> Path:
+        """Write the concept tokens with the header that says what made them."""
+        kinds = sorted({s.kind for s in samples})
+        header = {"method": self.name, "concept": concept.name, "backbone": str(self.backbone.path),
+                  "backbone_sha256": self.backbone_hash(), "config": self.describe()["config"],
+                  "epoch_losses": losses, "samples": {k: sum(1 for s in samples if s.kind == k) for k in kinds}}
+        tokens.save(artifact, header)
+        return artifact
+
+    def load_artifact(self, concept: Concept, path: Path | None) -> None:
+        from unifybench.models.concept_tokens import ConceptTokens, attach
+        tokens, header = ConceptTokens.load(path)
+        if (header.get("method") != self.name or tokens.token_ids.tolist() != list(self.token_ids)
+                or tokens.head_ids.tolist() != list(self.head_ids)):
+            raise UserError(f"{path}: concept tokens of {header.get('method')!r} do not fit this {self.name} setup")
+        attach(self.backbone, tokens)
