@@ -284,6 +284,7 @@ def _build_tiny_recognizer(path: Path, seed: int = 0) -> None:
 
 
 def _save(graph, path: Path) -> None:
+    import onnx
     from onnx import helper
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="unifybench-tiny")
     model.ir_version = 8
