@@ -14,6 +14,17 @@ from unifybench.methods.base import Method
 
 
 class SoftPromptMethod(Method):
+    @staticmethod
+    def load_rgb(path: Path, flip: bool = False):
+        """A training or query photo as RGB (optionally mirrored); an unreadable file is a user error."""
+        from PIL import Image
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as e:
+            raise UserError(f"cannot read image {path}: {e}") from None
+        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else im
+
     def backbone_hash(self) -> str:
         """One sha256 over the backbone's weight files (each hashed once and remembered by size and mtime)."""
         if getattr(self, "_backbone_sha", None) is None:

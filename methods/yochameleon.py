@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item, Prediction)
@@ -129,14 +128,7 @@ class YoChameleon(SoftPromptMethod):
     def _image_block(self, path: Path, flip: bool = False) -> list[int]:
         key = (str(path), flip)
         if key not in self._image_codes:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-            except OSError as e:
-                raise UserError(f"cannot read image {path}: {e}") from None
-            if flip:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            codes = self.backbone.encode_images([im])[0].tolist()
+            codes = self.backbone.encode_images([self.load_rgb(path, flip)])[0].tolist()
             self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
         return self._image_codes[key]
 

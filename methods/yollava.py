@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from unifybench.baselines.common import question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
@@ -127,14 +126,7 @@ class YoLLaVA(SoftPromptMethod):
     def _pixel(self, path: Path, flip: bool = False) -> torch.Tensor:
         key = (str(path), flip)
         if key not in self._pixels:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-            except OSError as e:
-                raise UserError(f"cannot read image {path}: {e}") from None
-            if flip:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            self._pixels[key] = self.backbone.pixel_values([im])[0]
+            self._pixels[key] = self.backbone.pixel_values([self.load_rgb(path, flip)])[0]
         return self._pixels[key]
 
     def _sample(self, question: str, answer: str, kind: str, image: Path | None = None,
