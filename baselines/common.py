@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 from unifybench.data.schema import MC, PLACEHOLDER, Concept, Item
+from unifybench.models import torch_dtype
 
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 
@@ -35,9 +36,6 @@ def files_digest(paths: list[Path]) -> str:
 # Model runners: one object per backbone that answers a list of text/image segments (training-free use)
 # --------------------------------------------------------------------------------------------------------------
 
-def torch_dtype(name: str):
-    import torch
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def truncate_tokens(encode, decode, text: str, n: int) -> str:
@@ -102,12 +100,51 @@ class ChameleonRunner:
         out = b.generate_text(ids, max_new_tokens=max_new_tokens)
         return b.tokenizer.decode([t for t in out if t not in (b.eot_id, b.eos_id)], skip_special_tokens=True).strip()
 
-    def draw(self, segments, n: int, generator, temperature: float, top_k: int, top_p: float, batch_size: int):
-        """`n` images for the user turn `segments` (PIL)."""
+    def draw(self, segments, n: int, generator, cfg):
+        """`n` images for the user turn `segments` (PIL), sampled with `cfg`'s temperature, top_k, top_p."""
         b = self.backbone
         prompt = [b.bos_id] + self._ids(segments) + [b.eot_id]
-        codes = b.generate_images(prompt, n, generator, temperature=temperature, top_k=top_k, top_p=top_p,
-                                  batch_size=batch_size)
+        codes = b.generate_images(prompt, n, generator, temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, batch_size=cfg.gen_batch_size)
+        return b.decode_images(codes)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode_text(text))
+
+    def truncate(self, text: str, n: int) -> str:
+        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
+
+
+class ShowoRunner:
+    """Show-o used as is: MMU answers (one image, first) and MaskGIT text-to-image; it reads no interleaved
+    images, so there is no Show-o image-prompt baseline (UniCTokens section 4.1)."""
+
+    kind = "showo"
+
+    def __init__(self, ctx, setting: str):
+        from unifybench.models.showo import ShowoBackbone
+        self.ctx = ctx
+        self.backbone = ShowoBackbone.from_setting(setting, ctx.models, ctx.cache_dir, ctx.device,
+                                                   torch_dtype(ctx.dtype))
+
+    def files(self) -> list[Path]:
+        return self.backbone.weight_files()
+
+    def answer(self, segments, max_new_tokens: int) -> str:
+        """Greedy MMU answer; a text-only question gets the black stand-in image, as UniCTokens is evaluated."""
+        from unifybench.methods.soft_prompt import SoftPromptMethod
+        b = self.backbone
+        images = [SoftPromptMethod.load_rgb(Path(s)) for s in segments if isinstance(s, Path)] or [b.blank_image()]
+        text = "".join(s for s in segments if not isinstance(s, Path))
+        out = b.generate_text(b.chat_ids(None, [*images, text]), max_new_tokens=max_new_tokens)
+        return b.decode_text(out).strip()
+
+    def draw(self, segments, n: int, generator, cfg):
+        """`n` MaskGIT images for the text of `segments` (`cfg.gen_steps` steps, guidance `cfg.guidance`)."""
+        b = self.backbone
+        text = " ".join(s.strip() for s in segments if not isinstance(s, Path) and s.strip())
+        codes = b.generate_images(b.t2i_prompt(b.encode_text(text)), n, generator, steps=cfg.gen_steps,
+                                  guidance=cfg.guidance, batch_size=cfg.gen_batch_size)
         return b.decode_images(codes)
 
     def count_tokens(self, text: str) -> int:
@@ -146,6 +183,45 @@ class LlavaRunner:
                     pil.append(im.convert("RGB"))
             px = b.pixel_values(pil)
         return b.decode(b.generate_text(ids, max_new_tokens=max_new_tokens, pixel_values=px))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode_text(text))
+
+    def truncate(self, text: str, n: int) -> str:
+        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
+
+
+class QwenVLRunner:
+    """Qwen2.5-VL-Instruct used as is (its chat template: system turn, one user turn with the images first,
+    then the text); greedy answers. Understanding only: it draws no images."""
+
+    kind = "qwen"
+
+    def __init__(self, ctx, setting: str):
+        from unifybench.models.qwen_vl import QwenVLBackbone, qwen_vl_path
+        path = qwen_vl_path(setting, ctx.models, ctx.cache_dir)
+        self.ctx = ctx
+        self.backbone = QwenVLBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+
+    def files(self) -> list[Path]:
+        return self.backbone.weight_files()
+
+    @staticmethod
+    def _read_rgb(path: Path):
+        from PIL import Image
+
+        from unifybench.errors import UserError
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except OSError as e:
+            raise UserError(f"cannot read image {path}: {e}") from None
+
+    def answer(self, segments, max_new_tokens: int) -> str:
+        """Greedy text answer to `segments` (strings and image paths): the images, then the joined text."""
+        images = [self._read_rgb(s) for s in segments if isinstance(s, Path)]
+        text = "".join(s for s in segments if not isinstance(s, Path)).strip()
+        return self.backbone.answer(text, images, max_new_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self.backbone.encode_text(text))

@@ -3,10 +3,11 @@
 UniCTokens (Appendix B; Table 1 rows Chameleon+TP, LLaVA/Qwen2.5-VL+TP, GPT-4o+TP): a captioner describes
 each training photo of the concept, the captions are summarised into one description, and the description
 is cut to a token budget (~100 tokens in the table) measured in the answering model's tokenizer. The
-captioner is a registered model: `self` (the baseline's own backbone, the default), `chameleon`, `llava`, or
-`api` (an OpenAI-compatible server, GPT-4o in the paper). Captions and summary are cached on disk under
-`<cache>/captions/`, keyed by the captioner's weights (or API model), the photos' bytes and the prompts.
-`fit` writes the description the baseline uses as `text_prompt.json` (nothing is trained).
+captioner is a registered model: `self` (the baseline's own backbone, the default), `chameleon`, `llava`,
+`qwen` (Qwen2.5-VL-Instruct), or `api` (an OpenAI-compatible server, GPT-4o in the paper). Captions and
+summary are cached on disk under `<cache>/captions/`, keyed by the captioner's weights (or API model), the
+photos' bytes and the prompts. `fit` writes the description the baseline uses as `text_prompt.json`
+(nothing is trained).
 
 `source="info"` uses the benchmark's own concept description (`info.json`) instead of captions, and
 `include_extra_info` appends the concept's extra facts (they are text the user gave; the knowledge-driven
@@ -19,8 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, concept_name, files_digest,
-                                         question_text, save_images)
+from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, QwenVLRunner, ShowoRunner,
+                                         concept_name, files_digest, question_text, save_images)
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item, Prediction)
 from unifybench.environment import derive_seed
@@ -34,6 +35,8 @@ SUMMARY_PROMPT = ("Here are descriptions of several photos of the same subject, 
                   "Describe only the subject, not the backgrounds.")
 CACHE_VERSION = 1
 UNDERSTANDING = frozenset({REC, VQA, TEXT_QA, MC})
+SHOWO = "showlab/show-o-512x512"
+QWEN_VL = "Qwen/Qwen2.5-VL-3B-Instruct"       # UniCTokens Tables 1-2 "Qwen2.5-VL + TP": the 3B Instruct model
 
 
 @dataclass
@@ -57,6 +60,8 @@ class TextPromptConfig:
     top_k: int = 50
     top_p: float = 1.0
     gen_batch_size: int = 8
+    gen_steps: int = 50                        # Show-o MaskGIT steps and guidance (its 512 px defaults)
+    guidance: float = 5.0
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task and concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
@@ -77,6 +82,11 @@ class PromptBaseline(Method):
 
     def make_runner(self):
         return self.runner_cls(self.ctx, self.config.backbone)
+
+    @property
+    def backbone(self):
+        """The answering model's backbone, untouched (the forgetting stage's base model); API models have none."""
+        return getattr(getattr(self, "runner", None), "backbone", None)
 
     def model_files(self) -> dict[str, Path]:
         files = {f"{self.runner.kind}/{p.name}": p for p in self.runner.files()}
@@ -120,8 +130,7 @@ class PromptBaseline(Method):
                     segments = list(context) + [item.prompt.replace(PLACEHOLDER, name)]
                     k = cfg.images_per_prompt or item.n_images
                     gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
-                    images = self.runner.draw(segments, k, gen, cfg.temperature, cfg.top_k, cfg.top_p,
-                                              cfg.gen_batch_size)
+                    images = self.runner.draw(segments, k, gen, cfg)
                     preds.append(Prediction(item.id, item.concept, item.task, item.prompt,
                                             images=save_images(images, out_dir, f"{item.task}_{n:03d}")))
                     advance()
@@ -155,10 +164,12 @@ class TextPromptBaseline(PromptBaseline):
             return ChameleonRunner(self.ctx, cfg.captioner_backbone or default or "leloy/Anole-7b-v0.1-hf")
         if choice == "llava":
             return LlavaRunner(self.ctx, cfg.captioner_backbone or default or "13b")
+        if choice == "qwen":
+            return QwenVLRunner(self.ctx, cfg.captioner_backbone or default or QWEN_VL)
         if choice == "api":
             from unifybench.baselines.common import ApiRunner
             return ApiRunner(self.ctx, cfg.base_url, cfg.api_model)
-        raise UserError(f"{self.name}: unknown captioner {choice!r} (known: self, chameleon, llava, api)")
+        raise UserError(f"{self.name}: unknown captioner {choice!r} (known: self, chameleon, llava, qwen, api)")
 
     def _captioner_id(self) -> str:
         cap = self._captioner
@@ -229,7 +240,10 @@ class ChameleonTextPrompt(TextPromptBaseline):
     description = "Chameleon/Anole + text prompt (UniCTokens Table 1): captions of the photos, summarised"
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
     runner_cls = ChameleonRunner
-    presets = {"tiny": TINY, "info": dict(source="info")}
+    # UniCTokens section 4.1: the unified models' text prompts come from GPT-4o captions, summarised.
+    presets = {"paper": dict(captioner="api"), "self-captions": dict(captioner="self"), "tiny": TINY,
+               "info": dict(source="info"),
+               "table2": dict(captioner="api", token_budget=64)}   # Table 2 (left): ~64 tokens
 
 
 class ChameleonOriginal(TextPromptBaseline):
@@ -240,10 +254,33 @@ class ChameleonOriginal(TextPromptBaseline):
     presets = {"paper": dict(source="none"), "tiny": dict(TINY, source="none")}
 
 
+class ShowoTextPrompt(TextPromptBaseline):
+    name = "showo-tp"
+    description = "Show-o + text prompt (UniCTokens Table 1): captions of the photos, summarised; und. + generation"
+    tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
+    runner_cls = ShowoRunner
+    # UniCTokens section 4.1: GPT-4o captions, summarised (`self-captions`: Show-o captions itself, no server).
+    presets = {"paper": dict(backbone=SHOWO, captioner="api"), "self-captions": dict(backbone=SHOWO, captioner="self"),
+               "table2": dict(backbone=SHOWO, captioner="api", token_budget=64),   # Table 2 (left): ~64 tokens
+               "tiny": dict(TINY, gen_steps=4, guidance=2.0)}
+
+
 class LlavaTextPrompt(TextPromptBaseline):
     name = "llava-tp"
     description = "LLaVA-1.5 + text prompt (UniCTokens Appendix B 'LLaVA+Prompt'): its own captions, summarised"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     runner_cls = LlavaRunner
     presets = {"paper": dict(backbone="llava-hf/llava-1.5-13b-hf"),
+               "table2": dict(backbone="llava-hf/llava-1.5-13b-hf", token_budget=50),   # Table 2 (left): ~50
                "tiny": dict(TINY, backbone="tiny"), "info": dict(backbone="llava-hf/llava-1.5-13b-hf", source="info")}
+
+
+class QwenVLTextPrompt(TextPromptBaseline):
+    name = "qwen25vl-tp"
+    description = "Qwen2.5-VL-3B + text prompt (UniCTokens Tables 1-2): its own captions, summarised; understanding"
+    tasks = frozenset({REC, VQA, TEXT_QA, MC})
+    runner_cls = QwenVLRunner
+    # Table 1: ~100 description tokens; Table 2 (Yo'LLaVA / MC-LLaVA data): 32. Captions by the model itself,
+    # as Appendix B's LLaVA+Prompt (`--set captioner=api` for GPT-4o captions).
+    presets = {"paper": dict(backbone=QWEN_VL, token_budget=100), "table2": dict(backbone=QWEN_VL, token_budget=32),
+               "tiny": dict(TINY, backbone="tiny")}

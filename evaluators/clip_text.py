@@ -33,14 +33,22 @@ _TEXT_FEATURES: dict[tuple[str, str], Any] = {}
 _TEXT_LOCK = threading.Lock()
 
 
+def with_class_noun(prompt: str, noun: str, identifier: str = "") -> str:
+    """`prompt` with the placeholder written as "`identifier` `noun`" (the noun alone without an identifier).
+
+    DreamBench prompts already carry the class noun after the placeholder ("a <sks> dog in the jungle"):
+    the pair is replaced first, so the text is "a sks dog in the jungle", not "a sks dog dog ...".
+    Shared by CLIP-T (no identifier) and the Stable Diffusion baselines (DreamBooth's "sks dog").
+    """
+    subject = f"{identifier} {noun}" if identifier else noun
+    return prompt.replace(f"{PLACEHOLDER} {noun}", subject).replace(PLACEHOLDER, subject)
+
+
 def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True) -> str:
     """The text CLIP-T encodes for `prompt`: the placeholder becomes the class noun (or stays as it is)."""
     if not placeholder_to_class:
         return prompt
-    # DreamBench prompts already carry the class noun after the placeholder ("a <sks> dog in the
-    # jungle"): replace the pair first so the text is "a dog in the jungle", not "a dog dog ...".
-    noun = concept.class_noun
-    return prompt.replace(f"{PLACEHOLDER} {noun}", noun).replace(PLACEHOLDER, noun)
+    return with_class_noun(prompt, concept.class_noun)
 
 
 class ClipText(_ClipEvaluator):

@@ -44,6 +44,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
+from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench.training import Sample, collate
 
@@ -147,6 +148,11 @@ class UniCTokens(SoftPromptMethod):
         "init-none": dict(s3_init="none"),
         "init-full-image": dict(s3_init="full_image"),
         "init-random-patch": dict(s3_init="random_patch"),
+        # Appendix F: token counts K+M+N (the paper's 32 is 16+8+8).
+        "tokens-4": dict(num_shared=2, num_generation=1, num_perception=1),
+        "tokens-8": dict(num_shared=4, num_generation=2, num_perception=2),
+        "tokens-16": dict(num_shared=8, num_generation=4, num_perception=4),
+        "tokens-64": dict(num_shared=32, num_generation=16, num_perception=16),
     }
 
     def __init__(self, ctx, preset=None, overrides=None):
@@ -168,17 +174,8 @@ class UniCTokens(SoftPromptMethod):
     def setup(self) -> None:
         from unifybench.models.showo import ShowoBackbone
         cfg = self.config
-        if cfg.backbone == "tiny":
-            from unifybench.models.tiny_showo import tiny_showo_path
-            root = tiny_showo_path(self.ctx.cache_dir / "tiny")
-            paths = (root / "show-o-512x512", root / "phi-1_5", root / "magvitv2")
-        else:
-            from unifybench.models.chameleon import resolve_model_path
-            m = self.ctx.models
-            paths = (resolve_model_path(m.get("showo") or cfg.backbone), resolve_model_path(m.get("phi") or cfg.llm),
-                     resolve_model_path(m.get("magvit") or cfg.vq))
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.ctx.dtype]
-        b = ShowoBackbone.load(*paths, device=self.ctx.device, dtype=dtype)
+        b = ShowoBackbone.from_setting(cfg.backbone, self.ctx.models, self.ctx.cache_dir, self.ctx.device,
+                                       torch_dtype(self.ctx.dtype), cfg.llm, cfg.vq)
         b.max_text_len = cfg.max_text_len
         self.backbone = b
         k, m_, n = cfg.num_shared, cfg.num_generation, cfg.num_perception
@@ -234,6 +231,11 @@ class UniCTokens(SoftPromptMethod):
         """`<sks> is <token_0..15><token_24..31>.\\n`"""
         return f"{PLACEHOLDER} is {self._names(self.understanding_ids(active))}.\n"
 
+    def personalized_prompt(self) -> list[int]:
+        """The loaded concept's system prompt as ids (`<sks> is <tokens>.\n`): what the forgetting
+        evaluators' "prompt" condition puts at the start of the user turn (ShowoBackbone.chat_ids)."""
+        return self.encode(self.system_text(self.active))
+
     def understanding_prompt(self, question: str, active: list[int] | None = None) -> list[int]:
         """`USER: <sks> is <tokens>.\\n{question} ASSISTANT:` as ids."""
         return self.encode("USER: " + self.system_text(active) + question + " ASSISTANT:")
@@ -250,7 +252,7 @@ class UniCTokens(SoftPromptMethod):
         key = (str(path), flip)
         if key not in self._codes:
             if path is None:   # text-only questions: a black stand-in image
-                im = Image.new("RGB", (self.backbone.resolution,) * 2)
+                im = self.backbone.blank_image()
             else:
                 try:
                     with Image.open(path) as f:

@@ -20,6 +20,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
+from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench.training import OptimConfig, Sample, train_tokens
 
@@ -86,7 +87,7 @@ class YoChameleon(SoftPromptMethod):
             path = tiny_chameleon_path(self.ctx.cache_dir / "tiny")
         else:
             path = resolve_model_path(self.ctx.models.get("chameleon") or cfg.backbone)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.ctx.dtype]
+        dtype = torch_dtype(self.ctx.dtype)
         self.backbone = ChameleonBackbone.load(path, device=self.ctx.device, dtype=dtype)
         k = cfg.num_tokens
         names = [cfg.identifier] + [f"<reserved{cfg.first_latent + i}>" for i in range(2 * k)]

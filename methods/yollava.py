@@ -26,6 +26,7 @@ from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
+from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench.methods.yochameleon import NO, QUESTIONS, YES  # our own wording, shared with Yo'Chameleon
 from unifybench.training import Sample, collate, sequence_loss
@@ -88,7 +89,7 @@ class YoLLaVA(SoftPromptMethod):
             raise UserError("yollava preset phi needs a LLaVA checkpoint whose language model is Phi-1.5: "
                             "pass --model llava=PATH")
         path = llava_path(cfg.backbone, self.ctx.models, self.ctx.cache_dir)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.ctx.dtype]
+        dtype = torch_dtype(self.ctx.dtype)
         self.token_names = [cfg.identifier] + [cfg.latent_format.format(i) for i in range(cfg.num_tokens)]
         self.backbone = LlavaBackbone.load(path, device=self.ctx.device, dtype=dtype, new_tokens=self.token_names,
                                            seed=self.ctx.seed)

@@ -1,4 +1,4 @@
-"""`unifybench run --method yochameleon --preset tiny --evaluators mmlu,pope,mmbench` end to end."""
+"""`unifybench run --method yochameleon|unictokens --preset tiny --evaluators mmlu,pope,mmbench` end to end."""
 import json
 import os
 import subprocess
@@ -11,14 +11,20 @@ from forgetting_fixture import write_mmbench, write_mmlu, write_pope
 pytestmark = pytest.mark.slow
 
 
-def test_forgetting_results_for_base_and_personalized_model(tmp_path):
+FAST = {"yochameleon": ["epochs=1"],
+        "unictokens": ["s1_epochs=1", "s2_epochs=1", "s3_epochs=1", "perception_images=1", "gen_steps=2"]}
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_forgetting_results_for_base_and_personalized_model(tmp_path, method):
     env = dict(os.environ,
                UNIFYBENCH_MMLU_ROOT=str(write_mmlu(tmp_path / "mmlu")),
                UNIFYBENCH_POPE_ROOT=str(write_pope(tmp_path / "pope")),
                UNIFYBENCH_MMBENCH_ROOT=str(write_mmbench(tmp_path / "mmbench_dev.tsv")))
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", "run", "--method", "yochameleon", "--preset", "tiny",
-                           "--concepts", "dog", "--set", "epochs=1", "--evaluators", "mmlu,pope,mmbench",
+    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", "run", "--method", method, "--preset", "tiny",
+                           "--concepts", "dog", *[a for kv in FAST[method] for a in ("--set", kv)],
+                           "--evaluators", "mmlu,pope,mmbench",
                            "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

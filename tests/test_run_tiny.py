@@ -96,7 +96,9 @@ def test_malformed_info_json_is_one_line_exit_2(tmp_path, cache):
 
 
 def test_tiny_run_matches_the_golden_file(first_run, capsys):
-    """CI regression: the tiny preset against leaderboards/golden/tiny.json (tolerance 1e-6)."""
+    """CI regression: the tiny preset against leaderboards/golden/tiny.json (tolerance 1e-6; 1e-4 for the
+    image-embedding metrics clip_i, clip_t and dino, whose fp32 convolutions and matmuls differ by ~1e-5 between
+    CPUs (AVX2 vs AVX-512 kernels) on the same images; the same machine reproduces them exactly)."""
     from unifybench.cli import main
     golden = Path(__file__).resolve().parents[1] / "leaderboards" / "golden" / "tiny.json"
     code = main(["regress", "--golden", str(golden), str(first_run)])

@@ -61,6 +61,72 @@ def test_full_size_magvit_structure():
     assert "encoder.mid.attn_1.proj_out.weight" in sd and "decoder.mid.attn_1.q.weight" in sd
 
 
+def magvit_reference_keys() -> dict[str, tuple[int, ...]]:
+    """Every tensor of the public MAGVIT-v2, derived from the layout of showlab/Show-o's
+    models/modeling_magvitv2.py (VQGANEncoder / VQGANDecoder / LFQuantizer under `encoder`, `decoder`,
+    `quantize`; `quant_conv` inside the encoder, `post_quant_conv` inside the decoder; empty `attn` lists in
+    the levels) and models/common_modules.py (ResnetBlock norm1/conv1/norm2/conv2 + nin_shortcut when the
+    width changes, temb_channels 0 so no temb_proj; AttnBlock norm/q/k/v/proj_out; Downsample/Upsample `conv`)."""
+    keys: dict[str, tuple[int, ...]] = {}
+
+    def conv(name, cout, cin, k):
+        keys[name + ".weight"], keys[name + ".bias"] = (cout, cin, k, k), (cout,)
+
+    def norm(name, c):
+        keys[name + ".weight"], keys[name + ".bias"] = (c,), (c,)
+
+    def resblock(name, cin, cout):
+        norm(name + ".norm1", cin)
+        conv(name + ".conv1", cout, cin, 3)
+        norm(name + ".norm2", cout)
+        conv(name + ".conv2", cout, cout, 3)
+        if cin != cout:
+            conv(name + ".nin_shortcut", cout, cin, 1)
+
+    def mid(name, c):
+        resblock(name + ".block_1", c, c)
+        norm(name + ".attn_1.norm", c)
+        for n in ("q", "k", "v", "proj_out"):
+            conv(f"{name}.attn_1.{n}", c, c, 1)
+        resblock(name + ".block_2", c, c)
+
+    conv("encoder.conv_in", 128, 3, 3)
+    cin = 128
+    for i, (mult, n) in enumerate(zip((1, 2, 2, 4, 4), (4, 3, 4, 3, 4))):
+        for j in range(n):
+            resblock(f"encoder.down.{i}.block.{j}", cin, 128 * mult)
+            cin = 128 * mult
+        if i < 4:
+            conv(f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+    mid("encoder.mid", 512)
+    norm("encoder.norm_out", 512)
+    conv("encoder.conv_out", 13, 512, 3)
+    conv("encoder.quant_conv", 13, 13, 1)
+    conv("decoder.post_quant_conv", 13, 13, 1)
+    conv("decoder.conv_in", 512, 13, 3)
+    mid("decoder.mid", 512)
+    cin = 512
+    for i, mult, n in reversed(list(zip(range(5), (1, 1, 2, 2, 4), (4, 4, 3, 4, 3)))):
+        for j in range(n):
+            resblock(f"decoder.up.{i}.block.{j}", cin, 128 * mult)
+            cin = 128 * mult
+        if i > 0:
+            conv(f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    norm("decoder.norm_out", 128)
+    conv("decoder.conv_out", 3, 128, 3)
+    keys["quantize.embedding"], keys["quantize.power_vals"] = (8192, 13), (13,)
+    return keys
+
+
+def test_full_size_magvit_keys_match_the_public_layout():
+    with torch.device("meta"):
+        vq = MAGVITv2()
+    sd = vq.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == magvit_reference_keys()
+    # The public buffers' dtypes: a float +-1 table and int64 powers of two (2 ** arange).
+    assert sd["quantize.embedding"].dtype == torch.float32 and sd["quantize.power_vals"].dtype == torch.int64
+
+
 def test_lookup_free_quantizer_bit_order():
     vq = MAGVITv2(MagvitConfig(ch=8, num_groups=4, enc_num_res_blocks=(1,) * 5, dec_num_res_blocks=(1,) * 5))
     q = vq.quantize
@@ -219,3 +285,19 @@ def test_reserved_ids_are_empty_until_attached(backbone):
     finally:
         detach(b)
         b.reserve_tokens(0)
+
+
+def test_chat_ids_is_the_mmu_question_format(backbone):
+    from PIL import Image
+    vocab = backbone.tokenizer.get_vocab()
+    tok = lambda t: backbone.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    im = Image.new("RGB", (40, 30), (200, 30, 30))
+    codes = backbone.encode_images([im])[0].tolist()
+    prefix = [backbone.vocab_size, backbone.vocab_size + 1]   # two concept-token ids
+    got = backbone.chat_ids(prefix, [im, "\nIs it red?"])
+    image = [c + backbone.llm_vocab_size + 10 for c in codes]
+    assert got == ([vocab["<|mmu|>"], vocab["<|soi|>"]] + image + [vocab["<|eoi|>"], vocab["<|endoftext|>"]]
+                   + tok("USER: ") + prefix + tok("Is it red?") + tok(" ASSISTANT:"))
+    assert backbone.chat_ids(None, ["Why?"]) == [vocab["<|endoftext|>"]] + tok("USER: ") + tok("Why?") + tok(" ASSISTANT:")
+    with pytest.raises(UserError, match="one image"):
+        backbone.chat_ids(None, [im, im, "two?"])

@@ -3,7 +3,8 @@
 :func:`run_forgetting` is called by the runner after every concept has been fitted. For each forgetting
 evaluator (:class:`unifybench.evaluators.forgetting.base.ModelEvaluator`) it evaluates
 
-* the **base** model: the method's backbone with every concept token detached, no prefix;
+* the **base** model: the method's backbone with every concept token detached, no prefix (for a
+  training-free baseline such as ``chameleon-original``, the only model there is);
 * each **concept**'s model: its tokens attached (``method.load_artifact`` with the artifact the fit stage
   wrote), condition ``plain`` (the benchmark's own prompt, what the papers ran) and, unless the evaluator's
   ``with_prompt`` is off, condition ``prompt`` (``method.personalized_prompt()`` in front of every query).
@@ -66,9 +67,11 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
     if not evs:
         return {}
     backbone = getattr(method, "backbone", None)
-    if backbone is None or not hasattr(method, "personalized_prompt"):
-        raise UserError(f"forgetting evaluators ({', '.join(e.name for e in evs)}) need a method with a backbone "
-                        f"and a personalized prompt; {getattr(method, 'name', type(method).__name__)!r} has none")
+    if backbone is None:
+        raise UserError(f"forgetting evaluators ({', '.join(e.name for e in evs)}) need a method with a local "
+                        f"backbone; {getattr(method, 'name', type(method).__name__)!r} has none")
+    if not hasattr(method, "personalized_prompt"):
+        concepts = []   # a training-free baseline (the original model): its base model is all there is to test
     out = Path(out_dir)
     fdir = out / "forgetting"
     ctx = _eval_context(spec, out)

@@ -112,6 +112,14 @@ BASELINES.register("chameleon-ip", "unifybench.baselines.image_prompt:ChameleonI
                    "Chameleon/Anole + image prompt: the concept's reference photos in the prompt")
 BASELINES.register("llava-tp", "unifybench.baselines.text_prompt:LlavaTextPrompt",
                    "LLaVA-1.5 + text prompt (UniCTokens Appendix B): its own captions, summarised")
+BASELINES.register("showo-tp", "unifybench.baselines.text_prompt:ShowoTextPrompt",
+                   "Show-o + text prompt (UniCTokens Table 1): captions of the photos, summarised; understanding + generation")
+BASELINES.register("qwen25vl-tp", "unifybench.baselines.text_prompt:QwenVLTextPrompt",
+                   "Qwen2.5-VL + text prompt (UniCTokens Table 1, 3B): captions of the photos, summarised; understanding")
+BASELINES.register("dreambooth-sd", "unifybench.baselines.diffusion:DreamBoothSD",
+                   "DreamBooth on Stable Diffusion (diffusers, local checkpoint): fine-tuned per concept; generation only")
+BASELINES.register("textual-inversion", "unifybench.baselines.diffusion:TextualInversionSD",
+                   "Textual Inversion on Stable Diffusion (diffusers, local checkpoint): one learned word; generation only")
 BASELINES.register("gpt4o-tp", "unifybench.baselines.api:Gpt4oTextPrompt",
                    "GPT-4o + text prompt via an OpenAI-compatible server (understanding tasks)")
 BASELINES.register("gpt4o-ip", "unifybench.baselines.api:Gpt4oImagePrompt",

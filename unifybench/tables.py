@@ -35,6 +35,8 @@ Two kinds of data file live under ``leaderboards/`` (installed as ``unifybench.l
          "task": "vqa",                      # optional: only this task's items, read from the result's
                                              # "by_task": {task: {value, n, n_failed, per_concept}}
          "field": "value",                   # dotted path inside that result (default "value")
+         "source": "results",                # or "forgetting": the run's forgetting report (below)
+         "condition": "plain",               # forgetting only: "plain" or "prompt"
          "benchmarks": ["yollava"],          # optional, overrides the spec's list
          "scale": 1,                         # optional multiplier (e.g. 100 for percentages)
          "format": ".3f",                    # optional, overrides number_format
@@ -49,6 +51,11 @@ to the first spec row (in spec order) with a ``match`` entry naming its method *
 that, to the first row whose entry names its method with no preset (any preset). ``--row RESULTS=ROW``
 forces a row (ablation tables, where every row is the same method with other settings). A run that
 maps to no row is listed at the end under "Reproduced (not in the paper)".
+
+Forgetting columns (``"source": "forgetting"``) read ``forgetting.evaluators[evaluator]`` of results.json:
+the mean over the run's concepts of ``field`` in each personalized model's result under ``condition``
+(Yo'Chameleon's "Soft Prompt" rows); a run with no personalized models (a training-free baseline such as
+``chameleon-original``) gives its base model's result (the "Original Chameleon" row).
 
 Rendering. Each paper row is printed as typed; each run mapped to it follows on its own line,
 "↳ reproduced: <run folder>", whose cells are "value (difference to the reported value)". A column
@@ -131,6 +138,8 @@ class Column:
     scale: float = 1.0
     format: str = ".3f"
     higher_is_better: bool = True
+    source: str = "results"         # "results" | "forgetting"
+    condition: str = "plain"        # forgetting: which condition's personalized models
 
 
 @dataclass
@@ -264,7 +273,10 @@ def load_spec(name: str) -> Spec:
                      task=c.get("task"), field=c.get("field", "value"),
                      benchmarks=_str_list(c.get("benchmarks"), path, where + ".benchmarks"),
                      scale=float(c.get("scale", 1.0)), format=c.get("format", fmt),
-                     higher_is_better=bool(c.get("higher_is_better", True)))
+                     higher_is_better=bool(c.get("higher_is_better", True)),
+                     source=c.get("source", "results"), condition=c.get("condition", "plain"))
+        if col.source not in ("results", "forgetting"):
+            raise DataError(path, f"source must be 'results' or 'forgetting', not {col.source!r}", where)
         _check_format(col.format, path, where + ".format")
         columns.append(col)
     if len({c.id for c in columns}) != len(columns):
@@ -401,17 +413,40 @@ def match_row(spec: Spec, rf: ResultsFile) -> Row | None:
     return None
 
 
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return float(v)
+
+
+def _forgetting_value(col: Column, entry: dict) -> float | None:
+    """Mean over concepts of `field` under the column's condition; the base model for a run without concepts."""
+    per = entry.get("concepts") or {}
+    if not per:
+        return _number(get_path((entry.get("base") or {}).get("result") or {}, col.field))
+    vals = [_number(get_path(c[col.condition].get("result") or {}, col.field)) for c in per.values()
+            if col.condition in c]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def lookup(spec: Spec, col: Column, rf: ResultsFile, any_preset: bool) -> tuple[float | None, str, str | None]:
     """(value, flag, warning) of a metric column in one results file."""
-    results = rf.doc["results"]
-    benches = col.benchmarks or spec.benchmarks or list(results)
-    res = None
-    for bench in benches:
-        if col.evaluator in (results.get(bench) or {}):
-            res = results[bench][col.evaluator]
-            break
-    if res is None:
-        return None, "", None
+    if col.source == "forgetting":
+        entry = ((rf.doc.get("forgetting") or {}).get("evaluators") or {}).get(col.evaluator)
+        if entry is None:
+            return None, "", None
+        res = {"preset": (entry.get("settings") or {}).get("preset")}
+    else:
+        results = rf.doc["results"]
+        benches = col.benchmarks or spec.benchmarks or list(results)
+        res = None
+        for bench in benches:
+            if col.evaluator in (results.get(bench) or {}):
+                res = results[bench][col.evaluator]
+                break
+        if res is None:
+            return None, "", None
     flag = ""
     ran = res.get("preset")
     if col.preset is not None and ran not in col.preset:
@@ -420,16 +455,17 @@ def lookup(spec: Spec, col: Column, rf: ResultsFile, any_preset: bool) -> tuple[
         if not any_preset:
             return None, "", msg + " (shown as '-'; --any-preset shows it marked " + PRESET_MARK + ")"
         flag = PRESET_MARK
+    if col.source == "forgetting":
+        v = _forgetting_value(col, entry)
+        return (None if v is None else v * col.scale), flag, None
     if col.task is not None:
         sub = (res.get("by_task") or {}).get(col.task)
         if not isinstance(sub, dict):
             return None, flag, (f"{rf.path}: {col.evaluator} has no by_task[{col.task!r}] breakdown; "
                                 f"column {col.label!r} needs it (shown as '-')")
         res = sub
-    v = get_path(res, col.field)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
-        return None, flag, None
-    return float(v) * col.scale, flag, None
+    v = _number(get_path(res, col.field))
+    return (None if v is None else v * col.scale), flag, None
 
 
 def build_table(spec: Spec, results: list[ResultsFile], forced: dict[Path, str] | None = None,

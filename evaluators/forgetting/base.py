@@ -13,8 +13,10 @@ soft-prompt checkpoint can only change an output if a retrained output-head row 
 Backbones are duck-typed. Loglikelihood (MMLU) needs ``forward_hidden(ids, attention_mask)``,
 ``logits(hidden)``, ``encode_text(text)`` and ``bos_id``; generation (POPE, MMBench, the Yo'Chameleon
 replica) additionally needs ``generate_text``, ``encode_images``, ``boi_id``/``eoi_id``/``eot_id`` and a
-``tokenizer`` (:class:`unifybench.models.chameleon.ChameleonBackbone` has all of them). A backbone without
-them gets a one-line UserError naming what is missing.
+``tokenizer`` (:class:`unifybench.models.chameleon.ChameleonBackbone` has all of them). A backbone whose
+questions are not Chameleon's interleaved `<s> text <img> <eot>` (Show-o's image-first MMU format) builds
+them itself with ``chat_ids(prefix_ids, parts)`` and decodes with ``decode_text(ids)``. A backbone without
+what it needs gets a one-line UserError naming what is missing.
 """
 from __future__ import annotations
 
@@ -85,8 +87,11 @@ def build_prompt(backbone, prefix_ids: list[int] | None, parts: list) -> list[in
     """`<s> [prefix] part... <eot>`: a str part is encoded as text, any other part is an image (PIL) block.
 
     With a prefix, a text part that comes first gets a leading space (as the methods write
-    `<personalized prompt> <question>`); an image right after the prefix needs none.
+    `<personalized prompt> <question>`); an image right after the prefix needs none. A backbone with its own
+    question format (`chat_ids`) builds it.
     """
+    if hasattr(backbone, "chat_ids"):
+        return backbone.chat_ids(prefix_ids, parts)
     ids = [backbone.bos_id]
     if prefix_ids:
         ids += list(prefix_ids)
@@ -101,7 +106,10 @@ def build_prompt(backbone, prefix_ids: list[int] | None, parts: list) -> list[in
 
 def decode_answer(backbone, ids: list[int], skip: set[int] | None = None) -> str:
     drop = set(skip or ()) | {backbone.eot_id, getattr(backbone, "eos_id", None)}
-    return backbone.tokenizer.decode([t for t in ids if t not in drop], skip_special_tokens=True).strip()
+    kept = [t for t in ids if t not in drop]
+    if hasattr(backbone, "decode_text"):   # ids past the tokenizer (image codes, concept tokens) are dropped there
+        return backbone.decode_text(kept).strip()
+    return backbone.tokenizer.decode(kept, skip_special_tokens=True).strip()
 
 
 def answer_text(backbone, prefix_ids: list[int] | None, parts: list, max_new_tokens: int,

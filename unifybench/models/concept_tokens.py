@@ -148,7 +148,9 @@ def attach(backbone, tokens: ConceptTokens) -> None:
 
 
 def detach(backbone) -> None:
-    """Restore the base modules (a no-op when nothing is attached)."""
+    """Restore the base modules (a no-op when nothing is attached, or for a backbone that takes no tokens)."""
+    if not hasattr(backbone, "input_embeddings"):
+        return
     emb, head = backbone.input_embeddings(), backbone.output_head()
     if isinstance(emb, SplicedEmbedding):
         backbone.set_input_embeddings(emb.base)

@@ -14,9 +14,10 @@ Written from the structural facts in the project notes (section 5.7), not from t
 
 Parameter names follow the taming-VQGAN convention (`down.{i}.block.{j}`, `down.{i}.downsample.conv`,
 `mid.block_1`, `mid.attn_1`, `mid.block_2`, `up.{i}.block.{j}`, `up.{i}.upsample.conv`, `norm_out`,
-`conv_out`; ResBlock `norm1 conv1 norm2 conv2 nin_shortcut`; AttnBlock `norm q k v proj_out`). The notes
-name the top-level modules and the leaf names but NOT the level containers: those are inferred, and the
-loader reports any missing/unexpected key by name, so a mismatch with the public file shows up at once.
+`conv_out`; ResBlock `norm1 conv1 norm2 conv2 nin_shortcut`; AttnBlock `norm q k v proj_out`). The full
+key/shape list was checked against the module layout of the public code (showlab/Show-o
+models/modeling_magvitv2.py and common_modules.py; see tests/test_showo.py), and the loader still names
+any missing/unexpected key, so a checkpoint of another layout fails at once with the key.
 
 A checkpoint folder holds `config.json` and a safetensors weight file. Pickled `.bin` files are refused.
 The tiny test model stores its (small) architecture under the `unifybench_arch` key of config.json; a real
@@ -204,12 +205,12 @@ class LFQuantizer(nn.Module):
         codes = torch.arange(2 ** bits, dtype=torch.long)
         table = ((codes[:, None] // power[None]) % 2).float() * 2 - 1   # bit c of code <-> channel c
         self.register_buffer("embedding", table, persistent=True)
-        self.register_buffer("power_vals", power.float(), persistent=True)
+        self.register_buffer("power_vals", power, persistent=True)   # int64, as in the public file
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """[B, bits, H, W] latents -> [B, H*W] codes in raster order."""
         bits = (z > 0).long()
-        idx = (bits * self.power_vals.long().view(1, -1, 1, 1)).sum(1)
+        idx = (bits * self.power_vals.long().view(1, -1, 1, 1)).sum(1)   # a float copy loads too
         return idx.flatten(1)
 
     def lookup(self, codes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -40,6 +40,9 @@ from torch import nn
 from unifybench.errors import UserError
 from unifybench.models.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
 
+DEFAULT_CHECKPOINT = "showlab/show-o-512x512"
+DEFAULT_LLM = "microsoft/phi-1_5"          # the tokenizer + Phi config folder
+DEFAULT_VQ = "showlab/magvitv2"
 PAD = "[PAD]"
 EOT = "<|endoftext|>"
 SPECIALS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
@@ -337,8 +340,11 @@ class ShowoBackbone:
         self.pad_id = vocab[PAD]
         self.soi_id, self.eoi_id, _, _, self.t2i_id, self.mmu_id, _, _, _ = (vocab[s] for s in SPECIALS)
         self.eot_id = vocab[EOT]                   # <|endoftext|>: sot = eot = bos = eos
+        self.bos_id = self.eos_id = self.eot_id
+        self.boi_id = self.soi_id                  # the names the forgetting evaluators use
         self.image_offset = self.llm_vocab_size + NUM_NEW_SPECIAL
         self.mask_id = self.vocab_size - 1
+        self.image_token_ids = torch.arange(self.image_offset, self.vocab_size)   # codes + mask: never text
         self.n_reserved = 0
 
     # --- loading ---
@@ -379,8 +385,27 @@ class ShowoBackbone:
                  "showo_weights": wfile, "magvit_weights": vq.weight_path}
         return cls(model, tokenizer, vq, config, paths, device, dtype)
 
+    @classmethod
+    def from_setting(cls, setting: str, models: dict[str, str], cache_dir: Path, device="cpu",
+                     dtype: torch.dtype = torch.float32, llm: str = DEFAULT_LLM, vq: str = DEFAULT_VQ) -> "ShowoBackbone":
+        """`setting` "tiny" (the tiny checkpoint, built once under `cache_dir`/tiny) or a Show-o folder / cached hub
+        id; `--model showo=|phi=|magvit=` (the run's `models`) override the three folders of a real one."""
+        if setting == "tiny":
+            from unifybench.models.tiny_showo import tiny_showo_path
+            root = tiny_showo_path(Path(cache_dir) / "tiny")
+            paths = (root / "show-o-512x512", root / "phi-1_5", root / "magvitv2")
+        else:
+            from unifybench.models.chameleon import resolve_model_path
+            paths = (resolve_model_path(models.get("showo") or setting), resolve_model_path(models.get("phi") or llm),
+                     resolve_model_path(models.get("magvit") or vq))
+        return cls.load(*paths, device=device, dtype=dtype)
+
     def weight_files(self) -> list[Path]:
         return [self.paths["showo_weights"], self.paths["magvit_weights"]]
+
+    def blank_image(self) -> Image.Image:
+        """The black stand-in image UnifyBench gives Show-o for text-only questions (its `black_512x512.png`)."""
+        return Image.new("RGB", (self.resolution, self.resolution))
 
     # --- reserved ids for concept tokens ---
     def reserve_tokens(self, n: int) -> list[int]:
@@ -468,6 +493,19 @@ class ShowoBackbone:
         """`<|mmu|> <|soi|> image <|eoi|>` (+ `<|endoftext|>` as start of text at evaluation)."""
         img = [int(c) + self.image_offset for c in (codes.tolist() if torch.is_tensor(codes) else codes)]
         return [self.mmu_id, self.soi_id] + img + [self.eoi_id] + ([self.eot_id] if sot else [])
+
+    def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
+        """A question as Show-o reads it (what UniCTokens' evaluation builds): `<|mmu|> <|soi|> image <|eoi|>
+        <|endoftext|> USER: [prefix]question ASSISTANT:`. `parts` are text (joined, stripped) and at most one
+        PIL image; with none, the text alone after `<|endoftext|>`. `prefix_ids` (a personalized prompt such
+        as `<sks> is <tokens>.\n`) open the user turn."""
+        images = [p for p in parts if not isinstance(p, str)]
+        if len(images) > 1:
+            raise UserError(f"Show-o reads one image per question, not {len(images)}")
+        text = "".join(p for p in parts if isinstance(p, str)).strip()
+        head = self.mmu_prefix(self.encode_images(images)[0]) if images else [self.eot_id]
+        return (head + self.encode_text("USER: ") + list(prefix_ids or []) + self.encode_text(text)
+                + self.encode_text(" ASSISTANT:"))
 
     def t2i_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return t2i_mask(ids, self.pad_id, self.soi_id, self.eoi_id)

@@ -22,7 +22,7 @@ from unifybench.models.tiny_cache import build_once
 import torch
 from safetensors.torch import save_file
 
-VERSION = "showo-v1"
+VERSION = "showo-v2"   # v2: MAGVIT power_vals stored as int64, as in the public file
 SEED = 0
 GRID = 8
 CODEBOOK = 8192
