@@ -6,8 +6,11 @@ the run's seed, retries with backoff, a disk cache of replies under `<cache>/api
 $UNIFYBENCH_API_KEY or $OPENAI_API_KEY (never logged or written). A request that gets no usable reply is a
 model error for that item (counted, never a score).
 
-Understanding only: the papers' GPT-4o generation columns need an image-generation endpoint, which the
-chat-completions API does not have; those cells stay "-".
+Generation goes through the Images API of the same server (`images.generate`; `images.edit` with the
+reference photos for IP), model `--set image_model=NAME` (default gpt-image-1, the API's GPT-4o image
+generation) at `--set image_size=WxH`. The Images API takes no seed: replies are cached on disk
+(`<cache>/api/judge/images/`), so a rerun reproduces the images without a call; a failed request is a model
+error for that item.
 TP describes the concept with captions made by the same API model from the training photos (or the
 benchmark's text with `--set source=info`); IP sends the reference photos themselves.
 """
@@ -18,11 +21,11 @@ from dataclasses import dataclass
 from unifybench.baselines.common import ApiRunner
 from unifybench.baselines.image_prompt import ImagePromptBaseline, ImagePromptConfig
 from unifybench.baselines.text_prompt import TextPromptBaseline
-from unifybench.data.schema import MC, REC, TEXT_QA, VQA
+from unifybench.data.schema import GEN, KNOWLEDGE_GEN, MC, REC, TEXT_QA, VQA
 
 
 class _Api:
-    tasks = frozenset({REC, VQA, TEXT_QA, MC})
+    tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
 
     def make_runner(self):
         return ApiRunner(self.ctx, self.config.base_url, self.config.api_model,
@@ -31,9 +34,9 @@ class _Api:
 
 class Gpt4oTextPrompt(_Api, TextPromptBaseline):
     name = "gpt4o-tp"
-    description = "GPT-4o + text prompt (UniCTokens Table 1) via an OpenAI-compatible server; understanding"
+    description = "GPT-4o + text prompt (UniCTokens Table 1) via an OpenAI-compatible server (chat + Images API)"
     presets = {"paper": dict(captioner="self", max_new_tokens=300),
-               "tiny": dict(n_caption_images=2, max_new_tokens=30)}
+               "tiny": dict(n_caption_images=2, max_new_tokens=30, gen_prompts_limit=1, images_per_prompt=1)}
 
 
 @dataclass
@@ -43,6 +46,6 @@ class ApiImagePromptConfig(ImagePromptConfig):
 
 class Gpt4oImagePrompt(_Api, ImagePromptBaseline):
     name = "gpt4o-ip"
-    description = "GPT-4o + image prompt (UniCTokens Table 1) via an OpenAI-compatible server; understanding"
+    description = "GPT-4o + image prompt (UniCTokens Table 1) via an OpenAI-compatible server (chat + Images API)"
     config_cls = ApiImagePromptConfig
-    presets = {"tiny": dict(n_reference_images=2, max_new_tokens=30)}
+    presets = {"tiny": dict(n_reference_images=2, max_new_tokens=30, gen_prompts_limit=1, images_per_prompt=1)}

@@ -277,6 +277,22 @@ class ApiRunner:
             raise ApiFailed(f"API model {self.model}: {result.error}")
         return result.value
 
+    def draw(self, segments, n: int, generator, cfg):
+        """`n` images from the Images API: `images.generate` for the text of `segments`, `images.edit` when
+        they hold reference photos (GPT-4o + IP). The generator is unused: the API takes no seed, the disk
+        cache makes a rerun reproduce the images."""
+        from PIL import Image
+        text = " ".join(s.strip() for s in segments if not isinstance(s, Path) and s.strip())
+        refs = [Path(s).read_bytes() for s in segments if isinstance(s, Path)]
+        result = self.client.draw(text, refs, n, cfg.image_size, "baseline-draw/1", model=cfg.image_model)
+        if not result.ok:
+            raise ApiFailed(f"image API model {cfg.image_model}: {result.error}")
+        images = []
+        for path in result.value:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        return images
+
     def count_tokens(self, text: str) -> int:
         return len(text.split())   # words: the server's tokenizer is not available locally
 

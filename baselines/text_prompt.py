@@ -62,6 +62,8 @@ class TextPromptConfig:
     gen_batch_size: int = 8
     gen_steps: int = 50                        # Show-o MaskGIT steps and guidance (its 512 px defaults)
     guidance: float = 5.0
+    image_model: str = "gpt-image-1"           # API baselines: the Images API model (GPT-4o's image generation)
+    image_size: str = "1024x1024"
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task and concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
@@ -130,9 +132,13 @@ class PromptBaseline(Method):
                     segments = list(context) + [item.prompt.replace(PLACEHOLDER, name)]
                     k = cfg.images_per_prompt or item.n_images
                     gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
-                    images = self.runner.draw(segments, k, gen, cfg)
-                    preds.append(Prediction(item.id, item.concept, item.task, item.prompt,
-                                            images=save_images(images, out_dir, f"{item.task}_{n:03d}")))
+                    try:
+                        images = self.runner.draw(segments, k, gen, cfg)
+                    except ApiFailed as e:   # counted as a model error by the evaluators, never a score
+                        preds.append(Prediction(item.id, item.concept, item.task, item.prompt, error=str(e)))
+                    else:
+                        preds.append(Prediction(item.id, item.concept, item.task, item.prompt,
+                                                images=save_images(images, out_dir, f"{item.task}_{n:03d}")))
                     advance()
         return preds
 

@@ -17,6 +17,12 @@ distinct request body. What it replies is decided from the text of the last user
 Every request is also checked: the model name, temperature 0, the seed, exactly a system and a user
 message (a fresh conversation), and the bearer key when ``expected_key`` is set (else HTTP 401).
 Violations are collected in ``judge.violations``.
+
+It also answers the Images API: ``POST /v1/images/generations`` (JSON) and ``POST /v1/images/edits``
+(multipart, the reference images as ``image[]`` parts), recorded in ``judge.image_requests`` as
+``{"endpoint", "model", "prompt", "n", "size", "n_references"}``. Each reply holds ``n`` base64 PNGs of
+32x32 px whose colour follows the prompt and the image's index; a prompt containing ``FAULT:500`` gets an
+HTTP 500, ``FAULT:url`` a reply with URLs only. The model must be ``image_model``.
 """
 from __future__ import annotations
 
@@ -34,9 +40,11 @@ _FAULT = re.compile(r"FAULT:(500|429|slow|garbage|echo-auth)(?:x(\d+))?")
 
 class FakeJudge:
     def __init__(self, expected_key: str | None = None, model: str = "fake-judge", seed: int | None = None,
-                 slow_seconds: float = 1.5):
+                 slow_seconds: float = 1.5, image_model: str = "gpt-image-1"):
         self.expected_key = expected_key
         self.model = model
+        self.image_model = image_model
+        self.image_requests: list[dict] = []
         self.seed = seed
         self.slow_seconds = slow_seconds
         self.requests: list[dict] = []       # every request body, in arrival order
@@ -83,6 +91,8 @@ class FakeJudge:
     # ---- one request
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        if h.path.rstrip("/") in ("/v1/images/generations", "/v1/images/edits"):
+            return self._images(h)
         if h.path.rstrip("/") != "/v1/chat/completions":
             return self._send(h, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
         raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
@@ -116,6 +126,45 @@ class FakeJudge:
             if active and kind == "slow":
                 time.sleep(self.slow_seconds)
         return self._reply(h, body, _score(body))
+
+    def _images(self, h: BaseHTTPRequestHandler) -> None:
+        raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        edit = h.path.rstrip("/").endswith("edits")
+        if edit:   # multipart/form-data: text fields and image files
+            from email.parser import BytesParser
+            from email.policy import HTTP
+            msg = BytesParser(policy=HTTP).parsebytes(
+                b"Content-Type: " + h.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+            fields, refs = {}, 0
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if part.get_filename():
+                    refs += 1
+                else:
+                    fields[name] = part.get_content().strip()
+        else:
+            fields, refs = json.loads(raw), 0
+        req = {"endpoint": "edits" if edit else "generations", "model": fields.get("model"),
+               "prompt": fields.get("prompt", ""), "n": int(fields.get("n", 1)), "size": fields.get("size"),
+               "n_references": refs}
+        with self.lock:
+            self.image_requests.append(req)
+            if req["model"] != self.image_model:
+                self.violations.append(f"image model {req['model']!r}")
+        if self.expected_key is not None and h.headers.get("Authorization", "") != f"Bearer {self.expected_key}":
+            return self._send(h, 401, {"error": {"message": "invalid api key", "type": "auth_error"}})
+        if "FAULT:500" in req["prompt"]:
+            return self._send(h, 500, {"error": {"message": "internal error", "type": "server_error"}})
+        if "FAULT:url" in req["prompt"]:
+            return self._send(h, 200, {"created": 0, "data": [{"url": "http://example.invalid/x.png"}] * req["n"]})
+        from PIL import Image
+        data = []
+        for k in range(req["n"]):
+            seed = hashlib.sha256(f"{req['prompt']}#{k}".encode()).digest()
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), tuple(seed[:3])).save(buf, format="PNG")
+            data.append({"b64_json": base64.b64encode(buf.getvalue()).decode()})
+        self._send(h, 200, {"created": 0, "data": data})
 
     def _check(self, body: dict) -> None:
         msgs = body.get("messages", [])

@@ -150,6 +150,39 @@ def test_api_baselines_against_the_fake_server(cache, bench, tmp_path, monkeypat
         assert "sk-test-123" not in (cache / "api" / "judge" / "replies.jsonl").read_text()
 
 
+def test_api_baselines_generate_through_the_images_api(cache, bench, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from PIL import Image
+    monkeypatch.setenv("UNIFYBENCH_API_KEY", "sk-test-123")
+    concept = bench.concepts()[1]
+    gen = pick(bench, concept, [GEN])
+    with FakeJudge(expected_key="sk-test-123", model="gpt-4o", seed=0) as server:
+        tp = make("gpt4o-tp", cache, base_url=server.base_url, images_per_prompt=2)
+        tp.load_artifact(concept, tp.fit(concept, bench, tmp_path))
+        [pred] = tp.predict(concept, gen, tmp_path / "tp")
+        [req] = server.image_requests
+        assert req["endpoint"] == "generations" and req["n"] == 2 and req["n_references"] == 0
+        assert req["prompt"].startswith(f"<{concept.name}>")                   # the description, then the prompt
+        assert req["prompt"].endswith(gen[0].prompt.replace("<sks>", f"<{concept.name}>"))
+        assert len(pred.images) == 2 and pred.error is None
+        colors = {Image.open(p).convert("RGB").getpixel((0, 0)) for p in pred.images}
+        assert len(colors) == 2                                                # two distinct images came back
+        again = tp.predict(concept, gen, tmp_path / "tp2")
+        assert len(server.image_requests) == 1                                 # the rerun is served from the cache
+        assert [Path(p).read_bytes() for p in again[0].images] == [Path(p).read_bytes() for p in pred.images]
+        ip = make("gpt4o-ip", cache, base_url=server.base_url)
+        [pred] = ip.predict(concept, gen, tmp_path / "ip")
+        req = server.image_requests[-1]
+        assert req["endpoint"] == "edits" and req["n_references"] == 2 and len(pred.images) == 1
+        broken = [replace(gen[0], id=gen[0].id + "-fault", prompt="FAULT:url " + gen[0].prompt)]
+        [bad] = ip.predict(concept, broken, tmp_path / "bad")
+        assert bad.images == [] and "URL" in bad.error                         # a model error, never a score
+        assert server.violations == []
+    for f in (cache / "api").rglob("*.jsonl"):
+        assert "sk-test-123" not in f.read_text()
+
+
 @pytest.mark.slow
 def test_cli_runs_baselines_end_to_end(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("UNIFYBENCH_API_KEY", "sk-test-123")

@@ -269,8 +269,67 @@ class JudgeClient:
                                              timeout=self.timeout, max_retries=0)
             return self._client
 
+    def draw(self, prompt: str, references: Sequence[bytes], n: int, size: str, prompt_version: str,
+             label: str | None = None, model: str | None = None) -> JudgeResult:
+        """`n` images from the Images API (`images.generate`, or `images.edit` with the reference photos),
+        stored as PNG files under the cache folder; `value` is their paths. The API takes no seed: the
+        disk cache is what makes a rerun reproduce them (a rerun makes no call)."""
+        model = model or self.model
+        if self._stopped is not None:
+            raise JudgeUnavailable(self._stopped)
+        settings = {"n": int(n), "size": size}
+        request = [{"prompt": prompt, "references": [hashlib.sha256(r).hexdigest() for r in references]}]
+        key = request_key(model, prompt_version, settings, request)
+        folder = (self.cache.path.parent if self.cache is not None else Path(".")) / "images"
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None and all((folder / f"{h}.png").is_file() for h in hit["value"]):
+                self._count("cache_hits")
+                return JudgeResult(value=[str(folder / f"{h}.png") for h in hit["value"]], cached=True)
+        self._count("calls")
+
+        def call(client):
+            if references:
+                files = [(f"reference_{k}.png", data, "image/png") for k, data in enumerate(references)]
+                return client.images.edit(model=model, image=files, prompt=prompt, n=int(n), size=size)
+            return client.images.generate(model=model, prompt=prompt, n=int(n), size=size)
+
+        resp, error = self._with_retries(call)
+        if error is not None:
+            return JudgeResult(error=error)
+        blobs = [base64.b64decode(d.b64_json) for d in (getattr(resp, "data", None) or []) if getattr(d, "b64_json", None)]
+        if len(blobs) != int(n):
+            self._count("failures")
+            return JudgeResult(error=f"image API returned {len(blobs)} base64 images, expected {n} "
+                                     f"(URL-only replies are not fetched)")
+        hashes = []
+        for data in blobs:   # content-addressed, written atomically: a crash leaves no half image
+            h = _store_png(folder, data)
+            if h is None:
+                self._count("failures")
+                return JudgeResult(error="image API returned bytes that are not an image")
+            hashes.append(h)
+        if self.cache is not None:
+            self.cache.put({"key": key, "model": model, "prompt_version": prompt_version, "reply": None,
+                            "value": hashes, "label": label, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return JudgeResult(value=[str(folder / f"{h}.png") for h in hashes])
+
     def _complete(self, messages: list[dict]) -> tuple[str | None, str | None]:
-        """(reply, None) or (None, reason). Retries 429, 5xx, timeouts and connection errors."""
+        """(reply, None) or (None, reason)."""
+        resp, error = self._with_retries(lambda client: client.chat.completions.create(
+            model=self.model, messages=messages, temperature=self.temperature, seed=self.seed,
+            max_tokens=self.max_tokens, n=1, stream=False))
+        if error is not None:
+            return None, error
+        choices = getattr(resp, "choices", None) or []
+        content = choices[0].message.content if choices and choices[0].message else None
+        if content is None:
+            self._count("failures")
+            return None, "judge returned no text"
+        return content, None
+
+    def _with_retries(self, call: Callable[[Any], Any]) -> tuple[Any, str | None]:
+        """(response, None) or (None, reason) for `call(client)`. Retries 429, 5xx, timeouts and connection errors."""
         import openai
         client = self._openai()
         last = ""
@@ -280,9 +339,7 @@ class JudgeClient:
             self._count("requests")
             retry_after = None
             try:
-                resp = client.chat.completions.create(model=self.model, messages=messages,
-                                                      temperature=self.temperature, seed=self.seed,
-                                                      max_tokens=self.max_tokens, n=1, stream=False)
+                resp = call(client)
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 # APITimeoutError is a subclass of APIConnectionError; both are worth another try.
                 last = f"{type(e).__name__}: {e}"
@@ -301,12 +358,7 @@ class JudgeClient:
                     self._count("completion_tokens", int(getattr(usage, "completion_tokens", 0) or 0))
                 with self._lock:
                     self._consecutive_failures = 0
-                choices = getattr(resp, "choices", None) or []
-                content = choices[0].message.content if choices and choices[0].message else None
-                if content is None:
-                    self._count("failures")
-                    return None, "judge returned no text"
-                return content, None
+                return resp, None
             if attempt < self.max_retries:
                 delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + self._rng.random() / 2)
                 if retry_after is not None:
@@ -330,6 +382,27 @@ class JudgeClient:
         if self._stopped is not None:
             raise JudgeUnavailable(self._stopped)
         return reason
+
+
+def _store_png(folder: Path, data: bytes) -> str | None:
+    """`data` (any image format) saved as `<folder>/<sha256 of data>.png`; None when it is not an image."""
+    import io
+
+    from PIL import Image
+    h = hashlib.sha256(data).hexdigest()
+    dest = folder / f"{h}.png"
+    if dest.is_file():
+        return h
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+    except OSError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    im.save(tmp, format="PNG")
+    os.replace(tmp, dest)
+    return h
 
 
 def _retry_after(e) -> float | None:

@@ -121,9 +121,9 @@ BASELINES.register("dreambooth-sd", "unifybench.baselines.diffusion:DreamBoothSD
 BASELINES.register("textual-inversion", "unifybench.baselines.diffusion:TextualInversionSD",
                    "Textual Inversion on Stable Diffusion (diffusers, local checkpoint): one learned word; generation only")
 BASELINES.register("gpt4o-tp", "unifybench.baselines.api:Gpt4oTextPrompt",
-                   "GPT-4o + text prompt via an OpenAI-compatible server (understanding tasks)")
+                   "GPT-4o + text prompt via an OpenAI-compatible server: chat answers, Images API generation")
 BASELINES.register("gpt4o-ip", "unifybench.baselines.api:Gpt4oImagePrompt",
-                   "GPT-4o + image prompt via an OpenAI-compatible server (understanding tasks)")
+                   "GPT-4o + image prompt via an OpenAI-compatible server: chat answers, Images API edits from the photos")
 
 EVALUATORS.register("recognition", "unifybench.evaluators.recognition:Recognition",
                     "Recognition weighted recall: mean of positive and negative recall per concept")
