@@ -26,7 +26,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TE
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.methods.base import Method
+from unifybench.methods.base import Method, generation_items
 from unifybench.progress import maybe_task
 
 CAPTION_PROMPT = "Describe the main subject of this photo in detail: its kind, colors, shape and distinctive features."
@@ -111,10 +111,7 @@ class PromptBaseline(Method):
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         cfg = self.config
         text_items = [i for i in items if i.task in self.tasks & UNDERSTANDING]
-        gen_items = [i for i in items if i.task in self.tasks & {GEN, KNOWLEDGE_GEN}]
-        if cfg.gen_prompts_limit > 0:
-            gen_items = [i for i in gen_items if i.task == GEN][:cfg.gen_prompts_limit] + \
-                [i for i in gen_items if i.task == KNOWLEDGE_GEN][:cfg.gen_prompts_limit]
+        gen_items = generation_items(items, self.tasks, cfg.gen_prompts_limit)
         preds = []
         context = self.context_segments(concept)
         name = self.name_of(concept)

@@ -81,6 +81,19 @@ class Method:
         raise NotImplementedError
 
 
+def generation_items(items: list[Item], tasks: frozenset[str], limit: int = 0) -> list[Item]:
+    """The gen and knowledge_gen items among `tasks`; with `limit` > 0 only the first `limit` prompts of each
+    task (a setting recorded in the run's config: the tiny presets draw one prompt per task)."""
+    from unifybench.data.schema import IMAGE_TASKS
+    out, seen = [], {}
+    for item in items:   # the benchmark's order
+        if item.task in IMAGE_TASKS & tasks:
+            seen[item.task] = seen.get(item.task, 0) + 1
+            if limit <= 0 or seen[item.task] <= limit:
+                out.append(item)
+    return out
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """`--set k=v` gives strings; turn them into the field's type."""
     if not isinstance(value, str):

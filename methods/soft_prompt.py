@@ -1,7 +1,10 @@
-"""What every soft-prompt method shares: its concept-token artifact (header, backbone hash, load check).
+"""What every soft-prompt method shares: the fit (seeded samples, new token rows attached to the frozen
+backbone, a seeded order, training, the artifact) and its concept-token artifact (header, backbone hash,
+load check).
 
 A subclass sets `self.backbone` (weight_files(), path, the attach protocol), `self.token_ids`,
-`self.head_ids` and `self.token_names` in `setup()`.
+`self.head_ids` and `self.token_names` in `setup()`, and provides `training_samples(concept, benchmark,
+rng)` and `train(params, samples, generator, description) -> epoch losses`.
 """
 from __future__ import annotations
 
@@ -24,6 +27,23 @@ class SoftPromptMethod(Method):
         except OSError as e:
             raise UserError(f"cannot read image {path}: {e}") from None
         return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else im
+
+    def fit(self, concept: Concept, benchmark, out_dir: Path) -> Path:
+        import random
+
+        import torch
+
+        from unifybench.environment import derive_seed
+        from unifybench.models.concept_tokens import ConceptTokens, attach
+        rng = random.Random(derive_seed(self.ctx.seed, "data", concept.name))
+        samples = self.training_samples(concept, benchmark, rng)
+        b = self.backbone
+        tokens = ConceptTokens.from_base(b.input_embeddings(), b.output_head(), self.token_ids, self.head_ids,
+                                         self.token_names)
+        attach(b, tokens)
+        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
+        losses = self.train(list(tokens.parameters()), samples, gen, f"training {concept.name}")
+        return self.save_tokens(tokens, Path(out_dir) / "concept_tokens.safetensors", concept, samples, losses)
 
     def backbone_hash(self) -> str:
         """One sha256 over the backbone's weight files (each hashed once and remembered by size and mtime)."""

@@ -43,6 +43,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
@@ -693,10 +694,7 @@ class UniCTokens(SoftPromptMethod):
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         cfg = self.config
-        gen_items = [i for i in items if i.task in (GEN, KNOWLEDGE_GEN)]
-        if cfg.gen_prompts_limit > 0:
-            gen_items = [i for i in gen_items if i.task == GEN][:cfg.gen_prompts_limit] + \
-                [i for i in gen_items if i.task == KNOWLEDGE_GEN][:cfg.gen_prompts_limit]
+        gen_items = generation_items(items, self.tasks, cfg.gen_prompts_limit)
         text_items = [i for i in items if i.task in (REC, VQA, TEXT_QA)]
         preds = []
         with torch.no_grad():

@@ -19,6 +19,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
@@ -209,29 +210,16 @@ class YoChameleon(SoftPromptMethod):
         return self._clip
 
     # --- fit / load / predict ---
-    def fit(self, concept: Concept, benchmark: Benchmark, out_dir: Path) -> Path:
-        from unifybench.models.concept_tokens import ConceptTokens, attach
+    def train(self, params: list[torch.nn.Parameter], samples: list[Sample], generator: torch.Generator,
+              description: str) -> list[float]:
         cfg = self.config
-        artifact = out_dir / "concept_tokens.safetensors"
-        rng = random.Random(derive_seed(self.ctx.seed, "data", concept.name))
-        samples = self.training_samples(concept, benchmark, rng)
-        b = self.backbone
-        tokens = ConceptTokens.from_base(b.input_embeddings(), b.output_head(), self.token_ids, self.head_ids,
-                                         self.token_names)
-        attach(b, tokens)
-        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
-        losses = train_tokens(b, list(tokens.parameters()), samples,
-                              OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
-                              gen, self.ctx.progress, f"training {concept.name}")
-        return self.save_tokens(tokens, artifact, concept, samples, losses)
+        return train_tokens(self.backbone, params, samples,
+                            OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
+                            generator, self.ctx.progress, description)
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         preds = []
-        gen_items = [i for i in items if i.task in (GEN, KNOWLEDGE_GEN)]
-        limit = self.config.gen_prompts_limit
-        if limit > 0:  # recorded in the run's config; the tiny preset draws one prompt per task
-            gen_items = [i for i in gen_items if i.task == GEN][:limit] + \
-                [i for i in gen_items if i.task == KNOWLEDGE_GEN][:limit]
+        gen_items = generation_items(items, self.tasks, self.config.gen_prompts_limit)
         text_items = [i for i in items if i.task in (REC, VQA, TEXT_QA)]
         with torch.no_grad():
             with maybe_task(self.ctx.progress, f"answering {concept.name}", len(text_items)) as advance:

@@ -23,7 +23,6 @@ import torch
 
 from unifybench.baselines.common import question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
-from unifybench.environment import derive_seed
 from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
@@ -219,19 +218,6 @@ class YoLLaVA(SoftPromptMethod):
                     advance()
                 losses.append(total / max(count, 1))
         return losses
-
-    def fit(self, concept: Concept, benchmark: Benchmark, out_dir: Path) -> Path:
-        from unifybench.models.concept_tokens import ConceptTokens, attach
-        artifact = out_dir / "concept_tokens.safetensors"
-        rng = random.Random(derive_seed(self.ctx.seed, "data", concept.name))
-        samples = self.training_samples(concept, benchmark, rng)
-        b = self.backbone
-        tokens = ConceptTokens.from_base(b.input_embeddings(), b.output_head(), self.token_ids, self.head_ids,
-                                         self.token_names)
-        attach(b, tokens)
-        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
-        losses = self.train(list(tokens.parameters()), samples, gen, f"training {concept.name}")
-        return self.save_tokens(tokens, artifact, concept, samples, losses)
 
     # --- prediction ---
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:

@@ -1,6 +1,5 @@
 """Training-free baselines on the mini benchmark: real images, text prompt, image prompt, API (fake server)."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,8 +14,9 @@ from unifybench.registry import BASELINES, get_runnable
 sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import FakeJudge  # noqa: E402
 
-NAMES = ["random", "real-images", "chameleon-original", "chameleon-tp", "chameleon-ip", "llava-tp",
-         "gpt4o-tp", "gpt4o-ip"]
+# Every row of UniCTokens Table 1 / 2 and Yo'Chameleon supp. Table 1 that is not a trained method.
+NAMES = ["random", "real-images", "chameleon-original", "chameleon-tp", "chameleon-ip", "llava-tp", "showo-tp",
+         "qwen25vl-tp", "dreambooth-sd", "textual-inversion", "gpt4o-tp", "gpt4o-ip"]
 
 
 @pytest.fixture(scope="module")
@@ -181,21 +181,3 @@ def test_api_baselines_generate_through_the_images_api(cache, bench, tmp_path, m
         assert server.violations == []
     for f in (cache / "api").rglob("*.jsonl"):
         assert "sk-test-123" not in f.read_text()
-
-
-@pytest.mark.slow
-def test_cli_runs_baselines_end_to_end(cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("UNIFYBENCH_API_KEY", "sk-test-123")
-    with FakeJudge(expected_key="sk-test-123", model="gpt-4o", seed=0) as server:
-        for name, extra in (("gpt4o-ip", ["--set", f"base_url={server.base_url}"]), ("real-images", [])):
-            out = tmp_path / name
-            proc = subprocess.run([sys.executable, "-m", "unifybench.cli", "run", "--method", name, "--preset", "tiny",
-                                   "--concepts", "dog,cat", "--output-dir", str(out), "--cache-dir", str(cache),
-                                   "--no-progress", *extra], capture_output=True, text=True)
-            assert proc.returncode == 0, proc.stderr
-            res = json.loads((out / "results.json").read_text())["results"]["unifybench-mini"]
-            if name == "real-images":
-                assert res["clip_i"]["n_failed"] == 0 and "recognition" not in res
-            else:
-                assert res["recognition"]["n"] == 32 and "clip_i" not in res
-            assert "-" in (out / "leaderboard.md").read_text() or len(res) >= 1

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from unifybench.errors import UserError
-from unifybench.models.concept_tokens import ConceptTokens, SplicedEmbedding, SplicedHead, attach, detach
+from unifybench.models.concept_tokens import ConceptTokens, attach, detach
 
 
 class ToyBackbone:

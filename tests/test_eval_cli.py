@@ -1,7 +1,6 @@
 """`unifybench eval` on predictions made elsewhere: {item_id, answer} lines and an image manifest."""
 import json
 import os
-import shutil
 
 import pytest
 from PIL import Image

@@ -67,7 +67,6 @@ def test_register_twice_with_another_target_fails():
 
 
 def test_entry_point_plugins_are_listed(monkeypatch):
-    import importlib.metadata as md
 
     class EP:
         name, value = "my-method", "mypkg.mod:MyMethod"
