@@ -181,3 +181,25 @@ def test_api_baselines_generate_through_the_images_api(cache, bench, tmp_path, m
         assert server.violations == []
     for f in (cache / "api").rglob("*.jsonl"):
         assert "sk-test-123" not in f.read_text()
+
+
+def test_showo_text_prompt_black_stand_in_and_description_in_the_t2i_prompt(cache, bench, tmp_path, monkeypatch):
+    concept = bench.concepts()[2]
+    m = make("showo-tp", cache, source="info")
+    m.load_artifact(concept, m.fit(concept, bench, tmp_path))
+    description = m._context[concept.name]["description"]
+    assert description.startswith(f"<{concept.name}>")
+    b = m.runner.backbone
+    seen, texts = [], []
+    chat, encode = b.chat_ids, b.encode_text
+    monkeypatch.setattr(b, "chat_ids", lambda prefix, parts: seen.append(parts) or chat(prefix, parts))
+    monkeypatch.setattr(b, "encode_text", lambda text: texts.append(text) or encode(text))
+    preds = m.predict(concept, pick(bench, concept, [REC, TEXT_QA, GEN]), tmp_path)
+    assert [p.task for p in preds] == [REC, TEXT_QA, GEN] and len(preds[2].images) == 1
+    rec_image, qa_image = seen[0][0], seen[1][0]
+    assert rec_image.getextrema() != ((0, 0),) * 3                         # the query photo
+    assert qa_image.size == (b.resolution,) * 2 and qa_image.getextrema() == ((0, 0),) * 3   # black stand-in
+    assert all(description in "".join(p for p in parts if isinstance(p, str)) for parts in seen)
+    assert texts[-1].startswith(description.strip())                    # the T2I text: description, then prompt
+    cfg = get_runnable("showo-tp").build_config("paper", {})
+    assert cfg.backbone == "showlab/show-o-512x512" and cfg.captioner == "api"   # GPT-4o captions (section 4.1)
