@@ -141,17 +141,19 @@ class LlavaBackbone:
         return checkpoint_files(self.path)
 
     # --- conversation ---
-    def prompt_ids(self, user_text: str, n_images: int = 0, system: str | None = SYSTEM) -> list[int]:
+    def prompt_ids(self, user_text: str, n_images: int = 0, system: str | None = SYSTEM,
+                   inline_images: int = 0) -> list[int]:
         """`<s> [system] USER: <image>xN\\n{user_text} ASSISTANT:` with each `<image>` expanded to its
-        `image_seq_length` placeholder ids (what the processor does)."""
+        `image_seq_length` placeholder ids (what the processor does). With `inline_images` = M the user
+        text itself places M `<image>` markers (interleaved prompts such as RAP's); no others may occur."""
         text = (system + " " if system else "") + "USER: " + "<image>" * n_images + ("\n" if n_images else "")
         text += user_text + " ASSISTANT:"
         ids = self.encode_text(text, add_bos=True)
         out: list[int] = []
         for t in ids:
             out += [t] * self.image_seq_length if t == self.image_token_id else [t]
-        if out.count(self.image_token_id) != n_images * self.image_seq_length:
-            raise UserError("the prompt text itself contains the image token")
+        if out.count(self.image_token_id) != (n_images + inline_images) * self.image_seq_length:
+            raise UserError("the prompt text holds other image markers than the images given")
         return out
 
     # --- images ---
