@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 from unifybench.data.schema import MC, PLACEHOLDER, Concept, Item
+from unifybench.images import open_rgb
 from unifybench.models import torch_dtype
 
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
@@ -72,16 +73,9 @@ class ChameleonRunner:
         return self.backbone.weight_files()
 
     def _image_block(self, path: Path) -> list[int]:
-        from PIL import Image
-
-        from unifybench.errors import UserError
         key = str(path)
         if key not in self._blocks:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-            except OSError as e:
-                raise UserError(f"cannot read image {path}: {e}") from None
+            im = open_rgb(path)
             b = self.backbone
             self._blocks[key] = [b.boi_id] + b.encode_images([im])[0].tolist() + [b.eoi_id]
         return self._blocks[key]
@@ -132,9 +126,8 @@ class ShowoRunner:
 
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy MMU answer; a text-only question gets the black stand-in image, as UniCTokens is evaluated."""
-        from unifybench.methods.soft_prompt import SoftPromptMethod
         b = self.backbone
-        images = [SoftPromptMethod.load_rgb(Path(s)) for s in segments if isinstance(s, Path)] or [b.blank_image()]
+        images = [open_rgb(s) for s in segments if isinstance(s, Path)] or [b.blank_image()]
         text = "".join(s for s in segments if not isinstance(s, Path))
         out = b.generate_text(b.chat_ids(None, [*images, text]), max_new_tokens=max_new_tokens)
         return b.decode_text(out).strip()
@@ -170,18 +163,11 @@ class LlavaRunner:
 
     def answer(self, segments, max_new_tokens: int) -> str:
         import torch
-        from PIL import Image
         b = self.backbone
         images = [s for s in segments if isinstance(s, Path)]
         text = "".join(s for s in segments if not isinstance(s, Path)).strip()
         ids = torch.tensor([b.prompt_ids(text, n_images=len(images))], device=b.device)
-        px = None
-        if images:
-            pil = []
-            for p in images:
-                with Image.open(p) as im:
-                    pil.append(im.convert("RGB"))
-            px = b.pixel_values(pil)
+        px = b.pixel_values([open_rgb(p) for p in images]) if images else None
         return b.decode(b.generate_text(ids, max_new_tokens=max_new_tokens, pixel_values=px))
 
     def count_tokens(self, text: str) -> int:
@@ -206,20 +192,9 @@ class QwenVLRunner:
     def files(self) -> list[Path]:
         return self.backbone.weight_files()
 
-    @staticmethod
-    def _read_rgb(path: Path):
-        from PIL import Image
-
-        from unifybench.errors import UserError
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as e:
-            raise UserError(f"cannot read image {path}: {e}") from None
-
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy text answer to `segments` (strings and image paths): the images, then the joined text."""
-        images = [self._read_rgb(s) for s in segments if isinstance(s, Path)]
+        images = [open_rgb(s) for s in segments if isinstance(s, Path)]
         text = "".join(s for s in segments if not isinstance(s, Path)).strip()
         return self.backbone.answer(text, images, max_new_tokens)
 

@@ -38,6 +38,7 @@ from unifybench.baselines.common import save_images
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.images import open_rgb
 from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
@@ -125,15 +126,6 @@ _TINY = dict(checkpoint="tiny", n_train_images=3, resolution=32, num_inference_s
 # ----------------------------------------------------------------------------------------------------------
 # Photos
 # ----------------------------------------------------------------------------------------------------------
-
-def _open_rgb(path: Path):
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-
 
 def _fit_size(image, size: int):
     """`image` with its shorter side resized to `size` (bicubic); unchanged when it already is."""
@@ -246,7 +238,7 @@ class StableDiffusionBaseline(Method):
         paths = list(concept.train_images[:self.config.n_train_images])
         if not paths:
             raise UserError(f"concept {concept.name!r} has no training images")
-        return [_fit_size(_open_rgb(p), self.config.resolution) for p in paths]
+        return [_fit_size(open_rgb(p), self.config.resolution) for p in paths]
 
     def _noise_scheduler(self):
         from diffusers import DDPMScheduler
@@ -461,7 +453,7 @@ class DreamBoothSD(StableDiffusionBaseline):
                           for i in inst_cycle.take(b)]
                     cond = [states(instance, b)]
                     if class_paths:
-                        px += [_pixels(_open_rgb(class_paths[i]), cfg.resolution, cfg.center_crop, cfg.flip_p, gen)
+                        px += [_pixels(open_rgb(class_paths[i]), cfg.resolution, cfg.center_crop, cfg.flip_p, gen)
                                for i in class_cycle.take(b)]
                         cond.append(states(klass, b))
                     latents = self._latents(torch.stack(px), gen)

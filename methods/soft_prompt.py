@@ -13,20 +13,12 @@ from pathlib import Path
 
 from unifybench.data.schema import Concept
 from unifybench.errors import UserError
+from unifybench.images import open_rgb
 from unifybench.methods.base import Method
 
 
 class SoftPromptMethod(Method):
-    @staticmethod
-    def load_rgb(path: Path, flip: bool = False):
-        """A training or query photo as RGB (optionally mirrored); an unreadable file is a user error."""
-        from PIL import Image
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-        except OSError as e:
-            raise UserError(f"cannot read image {path}: {e}") from None
-        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else im
+    load_rgb = staticmethod(open_rgb)   # a training or query photo as RGB; an unreadable file is a user error
 
     def fit(self, concept: Concept, benchmark, out_dir: Path) -> Path:
         import random

@@ -43,6 +43,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.images import open_rgb
 from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
@@ -252,14 +253,8 @@ class UniCTokens(SoftPromptMethod):
     def _image_codes(self, path: Path | None, flip: bool = False) -> torch.Tensor:
         key = (str(path), flip)
         if key not in self._codes:
-            if path is None:   # text-only questions: a black stand-in image
-                im = self.backbone.blank_image()
-            else:
-                try:
-                    with Image.open(path) as f:
-                        im = f.convert("RGB")
-                except OSError as e:
-                    raise UserError(f"cannot read image {path}: {e}") from None
+            # text-only questions: a black stand-in image
+            im = self.backbone.blank_image() if path is None else open_rgb(path)
             self._codes[key] = self.backbone.encode_images([im], flip=flip)[0]
         return self._codes[key]
 
@@ -495,8 +490,7 @@ class UniCTokens(SoftPromptMethod):
         def embed(paths: list[Path]) -> list:
             out = []
             for p in paths:
-                with Image.open(p) as im:
-                    rgb = im.convert("RGB")
+                rgb = open_rgb(p)
                 w, h = rgb.size
                 r = 1280 / max(w, h)
                 rgb = rgb.resize((max(1, round(w * r)), max(1, round(h * r))), Image.BILINEAR)

@@ -16,7 +16,7 @@ from judge_server import FakeJudge  # noqa: E402
 
 # Every row of UniCTokens Table 1 / 2 and Yo'Chameleon supp. Table 1 that is not a trained method.
 NAMES = ["random", "real-images", "chameleon-original", "chameleon-tp", "chameleon-ip", "llava-tp", "showo-tp",
-         "qwen25vl-tp", "dreambooth-sd", "textual-inversion", "gpt4o-tp", "gpt4o-ip"]
+         "qwen25vl-tp", "rap-llava", "dreambooth-sd", "textual-inversion", "gpt4o-tp", "gpt4o-ip"]
 
 
 @pytest.fixture(scope="module")

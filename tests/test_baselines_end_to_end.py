@@ -24,6 +24,7 @@ ROWS = {
     "showo-tp": ("unictokens_table1", "showo_tp"),
     "qwen25vl-tp": ("unictokens_table1", "qwen25vl_tp"),
     "llava-tp": ("unictokens_table2_understanding", "llava_tp"),
+    "rap-llava": ("unictokens_table1", "rap_mllm"),
     "dreambooth-sd": ("unictokens_table1", "dreambooth_sd"),
     "textual-inversion": ("unictokens_table1", "text_inversion"),
     "gpt4o-tp": ("unictokens_table1", "gpt4o_tp"),

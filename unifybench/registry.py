@@ -120,6 +120,8 @@ BASELINES.register("dreambooth-sd", "unifybench.baselines.diffusion:DreamBoothSD
                    "DreamBooth on Stable Diffusion (diffusers, local checkpoint): fine-tuned per concept; generation only")
 BASELINES.register("textual-inversion", "unifybench.baselines.diffusion:TextualInversionSD",
                    "Textual Inversion on Stable Diffusion (diffusers, local checkpoint): one learned word; generation only")
+BASELINES.register("rap-llava", "unifybench.baselines.rap:RapLlava",
+                   "RAP-MLLM (UniCTokens Table 1): each concept a database entry, retrieved into RAP-LLaVA's prompt")
 BASELINES.register("gpt4o-tp", "unifybench.baselines.api:Gpt4oTextPrompt",
                    "GPT-4o + text prompt via an OpenAI-compatible server: chat answers, Images API generation")
 BASELINES.register("gpt4o-ip", "unifybench.baselines.api:Gpt4oImagePrompt",
