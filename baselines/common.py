@@ -57,7 +57,8 @@ class ChameleonRunner:
     kind = "chameleon"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.chameleon import ChameleonBackbone, resolve_model_path
+        from unifybench.models.chameleon import ChameleonBackbone
+        from unifybench.models.local import resolve_model_path
         if ctx.models.get("chameleon"):
             path = resolve_model_path(ctx.models["chameleon"])
         elif setting == "tiny":

@@ -114,14 +114,9 @@ class RapLlava(Method):
     # --- retrieval ---
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import load_clip, tiny_clip_path
-            path = self.config.retrieval_clip or self.ctx.models.get("clip")
-            if not path:
-                if not (self.ctx.tiny or self.config.backbone == "tiny"):
-                    raise UserError("rap-llava: retrieval=image needs a CLIP checkpoint: pass --model clip=PATH "
-                                    "or --set retrieval_clip=PATH")
-                path = tiny_clip_path(self.ctx.cache_dir / "tiny")
-            self._clip = load_clip(path, device=self.ctx.device)
+            from unifybench.models.clip import retrieval_clip
+            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image")
         return self._clip
 
     def retrieve(self, question: str, image: Path | None) -> list[Entry]:

@@ -66,7 +66,105 @@ class YoChameleonConfig:
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
 
-class YoChameleon(SoftPromptMethod):
+def load_chameleon(ctx, backbone: str):
+    """The Chameleon/Anole backbone of a method setting: "tiny" (the random tiny model), else `--model
+    chameleon=PATH` or the setting itself (a folder or a hub id already in the local cache)."""
+    from unifybench.models.chameleon import ChameleonBackbone
+    from unifybench.models.local import resolve_model_path
+    if backbone == "tiny":
+        from unifybench.models.tiny_chameleon import tiny_chameleon_path
+        path = tiny_chameleon_path(ctx.cache_dir / "tiny")
+    else:
+        path = resolve_model_path(ctx.models.get("chameleon") or backbone)
+    return ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+
+
+class ChameleonPrompting:
+    """Prompt pieces and `predict` for a method that puts a concept prompt in front of Chameleon queries.
+
+    The class using it sets `self.backbone`, `self.sks` (the identifier's id), `self.token_ids` (ids dropped
+    from answers), `self._image_codes = {}`, has `load_rgb` and a config with the answer/generation settings
+    (max_new_tokens, temperature, top_k, top_p, gen_batch_size, gen_prompts_limit, images_per_prompt), and
+    provides `personalized_prompt()`; `_generation_prefix()` is what an image answer starts with.
+    """
+
+    def _text(self, text: str) -> list[int]:
+        """Encode text, with the placeholder replaced by the identifier token."""
+        ids: list[int] = []
+        for n, part in enumerate(text.split(PLACEHOLDER)):
+            if n:
+                ids.append(self.sks)
+            if part:
+                ids += self.backbone.encode_text(part)
+        return ids
+
+    def _image_block(self, path: Path, flip: bool = False) -> list[int]:
+        key = (str(path), flip)
+        if key not in self._image_codes:
+            codes = self.backbone.encode_images([self.load_rgb(path, flip)])[0].tolist()
+            self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
+        return self._image_codes[key]
+
+    def _sample(self, human: list[int], answer: list[int], kind: str) -> Sample:
+        """`<s> human <eot> answer <eot>`, loss on the answer and its closing end of turn."""
+        b = self.backbone
+        prefix = [b.bos_id] + human + [b.eot_id]
+        suffix = answer + [b.eot_id]
+        return Sample(prefix + suffix, [False] * len(prefix) + [True] * len(suffix), kind)
+
+    def _generation_prefix(self) -> list[int]:
+        return []
+
+    def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
+        preds = []
+        gen_items = generation_items(items, self.tasks, self.config.gen_prompts_limit)
+        text_items = [i for i in items if i.task in (REC, VQA, TEXT_QA)]
+        with torch.no_grad():
+            with maybe_task(self.ctx.progress, f"answering {concept.name}", len(text_items)) as advance:
+                for item in text_items:
+                    preds.append(self._answer(item))
+                    advance()
+            n_images = sum(self._n_images(i) for i in gen_items)
+            with maybe_task(self.ctx.progress, f"generating {concept.name}", n_images) as advance:
+                for n, item in enumerate(gen_items):
+                    preds.append(self._generate(item, n, out_dir, advance))
+        return preds
+
+    def _answer(self, item: Item) -> Prediction:
+        b = self.backbone
+        human = self.personalized_prompt() + self._text(" " + item.prompt)
+        if item.image is not None:
+            human += self._image_block(item.image)
+        ids = torch.tensor([[b.bos_id] + human + [b.eot_id]], device=b.model.device)
+        out = b.generate_text(ids, max_new_tokens=self.config.max_new_tokens)
+        # Drop the self-prompting tokens and any concept token before decoding the answer text.
+        skip = set(self.token_ids) | {b.eot_id, b.eos_id}
+        text = b.tokenizer.decode([t for t in out if t not in skip], skip_special_tokens=True).strip()
+        return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
+
+    def _n_images(self, item: Item) -> int:
+        return self.config.images_per_prompt or item.n_images
+
+    def _generate(self, item: Item, n: int, out_dir: Path, advance) -> Prediction:
+        b = self.backbone
+        prompt = [b.bos_id] + self.personalized_prompt() + self._text(" " + item.prompt) + [b.eot_id]
+        prompt += self._generation_prefix()  # e.g. Yo'Chameleon's answer starts with its generation tokens
+        gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
+        codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
+                                  top_k=self.config.top_k, top_p=self.config.top_p,
+                                  batch_size=self.config.gen_batch_size)
+        paths = []
+        folder = out_dir / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(b.decode_images(codes)):
+            path = folder / f"{item.task}_{n:03d}_{k}.png"
+            image.save(path)
+            paths.append(str(path.resolve()))
+            advance()
+        return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)
+
+
+class YoChameleon(ChameleonPrompting, SoftPromptMethod):
     name = "yochameleon"
     description = "Yo'Chameleon (CVPR 2025) on Chameleon/Anole"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
@@ -81,15 +179,8 @@ class YoChameleon(SoftPromptMethod):
     }
 
     def setup(self) -> None:
-        from unifybench.models.chameleon import ChameleonBackbone, resolve_model_path
         cfg = self.config
-        if cfg.backbone == "tiny":
-            from unifybench.models.tiny_chameleon import tiny_chameleon_path
-            path = tiny_chameleon_path(self.ctx.cache_dir / "tiny")
-        else:
-            path = resolve_model_path(self.ctx.models.get("chameleon") or cfg.backbone)
-        dtype = torch_dtype(self.ctx.dtype)
-        self.backbone = ChameleonBackbone.load(path, device=self.ctx.device, dtype=dtype)
+        self.backbone = load_chameleon(self.ctx, cfg.backbone)
         k = cfg.num_tokens
         names = [cfg.identifier] + [f"<reserved{cfg.first_latent + i}>" for i in range(2 * k)]
         self.token_names = names
@@ -111,35 +202,15 @@ class YoChameleon(SoftPromptMethod):
             files.update({f"retrieval_clip/{Path(p).name}": Path(p) for p in self._clip.files})
         return files
 
-    # --- prompt pieces (token ids) ---
-    def _text(self, text: str) -> list[int]:
-        """Encode text, with the placeholder replaced by the identifier token."""
-        ids: list[int] = []
-        for n, part in enumerate(text.split(PLACEHOLDER)):
-            if n:
-                ids.append(self.sks)
-            if part:
-                ids += self.backbone.encode_text(part)
-        return ids
-
+    # --- prompt pieces (token ids; `_text`, `_image_block`, `_sample` come from ChameleonPrompting) ---
     def personalized_prompt(self, g: int | None = None) -> list[int]:
         """`<sks> is <g1..gk><u1..uk>.`"""
         g_ids = self.g_ids if g is None else self.g_ids[:g]
         return [self.sks] + self.backbone.encode_text(" is ") + g_ids + self.u_ids + self.backbone.encode_text(".")
 
-    def _image_block(self, path: Path, flip: bool = False) -> list[int]:
-        key = (str(path), flip)
-        if key not in self._image_codes:
-            codes = self.backbone.encode_images([self.load_rgb(path, flip)])[0].tolist()
-            self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
-        return self._image_codes[key]
-
-    def _sample(self, human: list[int], answer: list[int], kind: str) -> Sample:
-        """`<s> human <eot> answer <eot>`, loss on the answer and its closing end of turn."""
-        b = self.backbone
-        prefix = [b.bos_id] + human + [b.eot_id]
-        suffix = answer + [b.eot_id]
-        return Sample(prefix + suffix, [False] * len(prefix) + [True] * len(suffix), kind)
+    def _generation_prefix(self) -> list[int]:
+        """With self-prompting an image answer starts with the generation tokens, as trained."""
+        return list(self.g_ids) if self.config.self_prompting else []
 
     # --- training data ---
     def training_samples(self, concept: Concept, benchmark: Benchmark, rng: random.Random) -> list[Sample]:
@@ -199,14 +270,10 @@ class YoChameleon(SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import load_clip, tiny_clip_path
-            path = self.config.retrieval_clip or self.ctx.models.get("clip")
-            if path is None:
-                if not (self.ctx.tiny or self.config.backbone == "tiny"):
-                    raise UserError("yochameleon needs a CLIP checkpoint to rank soft positives: "
-                                    "pass --model clip=PATH or --set retrieval_clip=PATH")
-                path = tiny_clip_path(self.ctx.cache_dir / "tiny")
-            self._clip = load_clip(path, device=self.ctx.device)
+            from unifybench.models.clip import retrieval_clip
+            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yochameleon",
+                                        "rank soft positives")
         return self._clip
 
     # --- fit / load / predict ---
@@ -216,52 +283,3 @@ class YoChameleon(SoftPromptMethod):
         return train_tokens(self.backbone, params, samples,
                             OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
                             generator, self.ctx.progress, description)
-
-    def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
-        preds = []
-        gen_items = generation_items(items, self.tasks, self.config.gen_prompts_limit)
-        text_items = [i for i in items if i.task in (REC, VQA, TEXT_QA)]
-        with torch.no_grad():
-            with maybe_task(self.ctx.progress, f"answering {concept.name}", len(text_items)) as advance:
-                for item in text_items:
-                    preds.append(self._answer(item))
-                    advance()
-            n_images = sum(self._n_images(i) for i in gen_items)
-            with maybe_task(self.ctx.progress, f"generating {concept.name}", n_images) as advance:
-                for n, item in enumerate(gen_items):
-                    preds.append(self._generate(item, n, out_dir, advance))
-        return preds
-
-    def _answer(self, item: Item) -> Prediction:
-        b = self.backbone
-        human = self.personalized_prompt() + self._text(" " + item.prompt)
-        if item.image is not None:
-            human += self._image_block(item.image)
-        ids = torch.tensor([[b.bos_id] + human + [b.eot_id]], device=b.model.device)
-        out = b.generate_text(ids, max_new_tokens=self.config.max_new_tokens)
-        # Drop the self-prompting tokens and any concept token before decoding the answer text.
-        skip = set(self.token_ids) | {b.eot_id, b.eos_id}
-        text = b.tokenizer.decode([t for t in out if t not in skip], skip_special_tokens=True).strip()
-        return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
-
-    def _n_images(self, item: Item) -> int:
-        return self.config.images_per_prompt or item.n_images
-
-    def _generate(self, item: Item, n: int, out_dir: Path, advance) -> Prediction:
-        b = self.backbone
-        prompt = [b.bos_id] + self.personalized_prompt() + self._text(" " + item.prompt) + [b.eot_id]
-        if self.config.self_prompting:
-            prompt += self.g_ids  # the answer starts with the generation tokens, as trained
-        gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
-        codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
-                                  top_k=self.config.top_k, top_p=self.config.top_p,
-                                  batch_size=self.config.gen_batch_size)
-        paths = []
-        folder = out_dir / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(b.decode_images(codes)):
-            path = folder / f"{item.task}_{n:03d}_{k}.png"
-            image.save(path)
-            paths.append(str(path.resolve()))
-            advance()
-        return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)

@@ -180,14 +180,9 @@ class YoLLaVA(SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import load_clip, tiny_clip_path
-            path = self.config.retrieval_clip or self.ctx.models.get("clip")
-            if path is None:
-                if not (self.ctx.tiny or self.config.backbone.startswith("tiny")):
-                    raise UserError("yollava needs a CLIP checkpoint to rank hard negatives: "
-                                    "pass --model clip=PATH or --set retrieval_clip=PATH")
-                path = tiny_clip_path(self.ctx.cache_dir / "tiny")
-            self._clip = load_clip(path, device=self.ctx.device)
+            from unifybench.models.clip import retrieval_clip
+            tiny = self.ctx.tiny or self.config.backbone.startswith("tiny")
+            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yollava", "rank hard negatives")
         return self._clip
 
     # --- training ---

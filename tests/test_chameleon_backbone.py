@@ -11,7 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from unifybench.errors import UserError
-from unifybench.models.chameleon import ChameleonBackbone, resolve_model_path
+from unifybench.models.chameleon import ChameleonBackbone
+from unifybench.models.local import resolve_model_path
 from unifybench.models.tiny_chameleon import tiny_chameleon_path
 from unifybench.models.vqgan import VQGANDecoder
 

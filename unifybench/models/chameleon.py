@@ -11,70 +11,17 @@ Nothing is ever downloaded: models come from a local directory or the user's exi
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import re
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from unifybench.errors import UserError
+from unifybench.models.local import load_pretrained
 from unifybench.models.vqgan import VQGANDecoder, checkpoint_files
 
 log = logging.getLogger(__name__)
-
-
-# --- locating weights -------------------------------------------------------------------------------------
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "namespace/name"
-
-
-def _hub_cache_dir() -> Path:
-    # Read the environment at call time (huggingface_hub freezes it at import), same precedence as the hub.
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def resolve_model_path(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local directory for a path or a hub id (from the local HF cache only; nothing is downloaded)."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise UserError(f"{path}: expected a model directory, found a file")
-    if _HUB_ID.match(text):
-        from huggingface_hub import snapshot_download
-        try:
-            return Path(snapshot_download(text, revision=revision, cache_dir=_hub_cache_dir(), local_files_only=True))
-        except (OSError, ValueError):  # hub errors for "not cached", "bad id", "offline" all derive from these
-            pass
-    raise UserError(f"model '{text}' not found locally (no such directory and no snapshot in the Hugging Face "
-                    f"cache at {_hub_cache_dir()}); nothing is downloaded, fetch it first")
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Hide transformers' load report and progress bars; the loading info is checked explicitly instead."""
-    from transformers.utils import logging as hf_logging
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 # --- sampling ---------------------------------------------------------------------------------------------
@@ -155,31 +102,13 @@ class ChameleonBackbone:
         check to the first `decode_images` call (for understanding-only checkpoints such as chameleon-7b)."""
         from transformers import ChameleonForConditionalGeneration, ChameleonProcessor
 
-        local = resolve_model_path(path)
-        device = torch.device(device)
-        config_file = local / "config.json"
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except (OSError, ValueError) as e:
-            raise UserError(f"{config_file}: cannot read model config ({e})") from None
-        if model_type != "chameleon":
-            raise UserError(f"{config_file}: model_type is {model_type!r}, expected 'chameleon'")
-        try:
-            with quiet_transformers():
-                model, info = ChameleonForConditionalGeneration.from_pretrained(
-                    local, dtype=dtype, device_map=str(device), output_loading_info=True)  # straight to device
-                processor = ChameleonProcessor.from_pretrained(local)
-        except OSError as e:
-            raise UserError(f"{local}: cannot load the Chameleon checkpoint ({str(e).splitlines()[0]})") from None
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise UserError(f"{local}: checkpoint lacks {len(missing)} model weights (e.g. '{missing[0]}')")
+        local, model, processor, info = load_pretrained(path, ChameleonForConditionalGeneration, ChameleonProcessor,
+                                                        "chameleon", "Chameleon", device, dtype)
         others = [k for k in info["unexpected_keys"] if "vqmodel.decoder." not in k]
         if others:  # the VQGAN decoder is expected to be unknown to transformers; anything else is worth a note
             log.warning("%s: %d checkpoint tensors unused by transformers (e.g. %s)", local, len(others), others[0])
 
-        model.eval().requires_grad_(False)
-        backbone = cls(model, processor, local, device, dtype)
+        backbone = cls(model, processor, local, torch.device(device), dtype)
         if require_decoder:
             backbone.decoder  # noqa: B018 - load now so a checkpoint without a decoder fails at load time
         return backbone

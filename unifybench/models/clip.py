@@ -324,6 +324,18 @@ def get_clip(path: str | Path, device: str | torch.device = "cpu",
 # ------------------------------------------------------------------------------------------------------
 # Tiny random CLIP
 # ------------------------------------------------------------------------------------------------------
+def retrieval_clip(explicit: str | None, ctx, tiny: bool, who: str, purpose: str) -> ClipModel:
+    """The CLIP a method ranks images with: its own setting, else `--model clip=`, else (tiny runs only) the
+    tiny CLIP; anything else is a one-line UserError saying what to pass."""
+    path = explicit or ctx.models.get("clip")
+    if not path:
+        if not tiny:
+            raise UserError(f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
+                            f"or --set retrieval_clip=PATH")
+        path = tiny_clip_path(ctx.cache_dir)
+    return load_clip(path, device=ctx.device)
+
+
 def tiny_clip_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM CLIP (seed 0) in open_clip's folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/clip-v1/`. It measures nothing; it exercises the code path."""

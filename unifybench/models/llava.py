@@ -13,7 +13,6 @@ Nothing is downloaded: a local directory or an existing HF cache snapshot (`reso
 """
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.chameleon import quiet_transformers, resolve_model_path
+from unifybench.models.local import load_pretrained, quiet_transformers, resolve_model_path
 from unifybench.models.vqgan import checkpoint_files
 
 DEFAULT_ID = "llava-hf/llava-1.5-13b-hf"
@@ -59,28 +58,9 @@ class LlavaBackbone:
              new_tokens: Sequence[str] = (), seed: int = 0) -> "LlavaBackbone":
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-        local = resolve_model_path(path)
-        device = torch.device(device)
-        config_file = local / "config.json"
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except (OSError, ValueError) as e:
-            raise UserError(f"{config_file}: cannot read model config ({e})") from None
-        if model_type != "llava":
-            raise UserError(f"{config_file}: model_type is {model_type!r}, expected 'llava' "
-                            f"(LLaVA-1.5 in the llava-hf layout, e.g. {DEFAULT_ID})")
-        try:
-            with quiet_transformers():
-                model, info = LlavaForConditionalGeneration.from_pretrained(
-                    local, dtype=dtype, device_map=str(device), output_loading_info=True)
-                processor = AutoProcessor.from_pretrained(local)
-        except OSError as e:
-            raise UserError(f"{local}: cannot load the LLaVA checkpoint ({str(e).splitlines()[0]})") from None
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise UserError(f"{local}: checkpoint lacks {len(missing)} model weights (e.g. '{missing[0]}')")
-        model.eval().requires_grad_(False)
-        backbone = cls(model, processor, local, device, dtype)
+        local, model, processor, _ = load_pretrained(path, LlavaForConditionalGeneration, AutoProcessor, "llava",
+                                                     "LLaVA", device, dtype, example=DEFAULT_ID)
+        backbone = cls(model, processor, local, torch.device(device), dtype)
         if new_tokens:
             backbone.add_tokens(new_tokens, seed=seed)
         return backbone

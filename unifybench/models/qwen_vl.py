@@ -12,7 +12,6 @@ Nothing is downloaded: a local directory or an existing HF cache snapshot (`reso
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.chameleon import quiet_transformers, resolve_model_path
+from unifybench.models.local import load_pretrained, quiet_transformers, resolve_model_path
 from unifybench.models.vqgan import checkpoint_files
 
 DEFAULT_ID = "Qwen/Qwen2.5-VL-3B-Instruct"     # UniCTokens Tables 1-2: "Qwen2.5-VL + TP", 3B
@@ -65,28 +64,9 @@ class QwenVLBackbone:
              dtype: torch.dtype = torch.float32) -> "QwenVLBackbone":
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        local = resolve_model_path(path)
-        device = torch.device(device)
-        config_file = local / "config.json"
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except (OSError, ValueError) as e:
-            raise UserError(f"{config_file}: cannot read model config ({e})") from None
-        if model_type != "qwen2_5_vl":
-            raise UserError(f"{config_file}: model_type is {model_type!r}, expected 'qwen2_5_vl' "
-                            f"(Qwen2.5-VL in the hub layout, e.g. {DEFAULT_ID})")
-        try:
-            with quiet_transformers():
-                model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                    local, dtype=dtype, device_map=str(device), output_loading_info=True)
-                processor = AutoProcessor.from_pretrained(local)
-        except OSError as e:
-            raise UserError(f"{local}: cannot load the Qwen2.5-VL checkpoint ({str(e).splitlines()[0]})") from None
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise UserError(f"{local}: checkpoint lacks {len(missing)} model weights (e.g. '{missing[0]}')")
-        model.eval().requires_grad_(False)
-        return cls(model, processor, local, device, dtype)
+        local, model, processor, _ = load_pretrained(path, Qwen2_5_VLForConditionalGeneration, AutoProcessor,
+                                                     "qwen2_5_vl", "Qwen2.5-VL", device, dtype, example=DEFAULT_ID)
+        return cls(model, processor, local, torch.device(device), dtype)
 
     def weight_files(self) -> list[Path]:
         return checkpoint_files(self.path)

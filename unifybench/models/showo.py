@@ -395,7 +395,7 @@ class ShowoBackbone:
             root = tiny_showo_path(Path(cache_dir) / "tiny")
             paths = (root / "show-o-512x512", root / "phi-1_5", root / "magvitv2")
         else:
-            from unifybench.models.chameleon import resolve_model_path
+            from unifybench.models.local import resolve_model_path
             paths = (resolve_model_path(models.get("showo") or setting), resolve_model_path(models.get("phi") or llm),
                      resolve_model_path(models.get("magvit") or vq))
         return cls.load(*paths, device=device, dtype=dtype)
@@ -665,7 +665,7 @@ def load_tokenizer(phi_dir: Path, llm_vocab_size: int):
     """The Phi-1.5 tokenizer from a local folder plus Show-o's `[PAD]` and 9 specials at llm_vocab_size.."""
     from transformers import AutoTokenizer
 
-    from unifybench.models.chameleon import quiet_transformers
+    from unifybench.models.local import quiet_transformers
     try:
         with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(str(phi_dir), local_files_only=True)

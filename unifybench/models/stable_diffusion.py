@@ -28,7 +28,7 @@ def quiet_diffusers():
     """Hide diffusers' and transformers' loading bars and notices (the checks are made explicitly)."""
     from diffusers.utils import logging as d_logging
 
-    from unifybench.models.chameleon import quiet_transformers
+    from unifybench.models.local import quiet_transformers
     level, bars = d_logging.get_verbosity(), d_logging.is_progress_bar_enabled()
     d_logging.set_verbosity_error()
     d_logging.disable_progress_bar()
@@ -43,7 +43,7 @@ def quiet_diffusers():
 
 def sd_path(setting: str, models: dict[str, str], cache_dir: Path) -> Path:
     """The checkpoint folder: `--model sd=PATH` first, then the method's setting ("tiny", folder or hub id)."""
-    from unifybench.models.chameleon import resolve_model_path
+    from unifybench.models.local import resolve_model_path
     if models.get(ROLE):
         return resolve_model_path(models[ROLE])
     if setting == "tiny":

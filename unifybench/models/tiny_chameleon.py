@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from unifybench.models.chameleon import quiet_transformers
+from unifybench.models.local import quiet_transformers
 from unifybench.models.vqgan import VQGANDecoder
 
 VERSION = "chameleon-v1"  # bump when the recipe changes, so stale caches are not reused

@@ -15,7 +15,7 @@ from unifybench.models.tiny_cache import build_once
 
 import torch
 
-from unifybench.models.chameleon import quiet_transformers
+from unifybench.models.local import quiet_transformers
 
 VERSION = "llava-v1"          # bump when the recipe changes, so stale caches are not reused
 PHI_VERSION = "llava-phi-v1"  # the same with a Phi language model (UniCTokens' Yo'LLaVA(Phi-1.5) row)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench.models.chameleon import quiet_transformers
+from unifybench.models.local import quiet_transformers
 from unifybench.models.tiny_cache import build_once
 
 VERSION = "qwen2.5-vl-v1"     # bump when the recipe changes, so stale caches are not reused

@@ -75,7 +75,7 @@ def _build(out: Path) -> None:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from unifybench.models.chameleon import quiet_transformers
+    from unifybench.models.local import quiet_transformers
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_clip_tokenizer(Path(tmp))

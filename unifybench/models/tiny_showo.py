@@ -55,7 +55,7 @@ def _build_tokenizer():
 
 
 def _build(out: Path) -> None:
-    from unifybench.models.chameleon import quiet_transformers
+    from unifybench.models.local import quiet_transformers
     from unifybench.models.magvit2 import MAGVITv2, MagvitConfig
     from unifybench.models.showo import NUM_NEW_SPECIAL, PhiConfig, Showo
 

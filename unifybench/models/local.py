@@ -1,0 +1,88 @@
+"""Finding model weights on this machine (a folder, or a snapshot already in the Hugging Face cache; nothing
+is ever downloaded) and loading a transformers model from them with every weight checked."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+from unifybench.errors import UserError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "namespace/name"
+
+
+def _hub_cache_dir() -> Path:
+    # Read the environment at call time (huggingface_hub freezes it at import), same precedence as the hub.
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def resolve_model_path(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local directory for a path or a hub id (from the local HF cache only; nothing is downloaded)."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise UserError(f"{path}: expected a model directory, found a file")
+    if _HUB_ID.match(text):
+        from huggingface_hub import snapshot_download
+        try:
+            return Path(snapshot_download(text, revision=revision, cache_dir=_hub_cache_dir(), local_files_only=True))
+        except (OSError, ValueError):  # hub errors for "not cached", "bad id", "offline" all derive from these
+            pass
+    raise UserError(f"model '{text}' not found locally (no such directory and no snapshot in the Hugging Face "
+                    f"cache at {_hub_cache_dir()}); nothing is downloaded, fetch it first")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' load report and progress bars; the loading info is checked explicitly instead."""
+    from transformers.utils import logging as hf_logging
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+
+def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str, label: str, device, dtype,
+                    example: str = ""):
+    """(folder, model, processor, loading info) of a transformers checkpoint of `model_type`, straight to
+    `device`, frozen and in eval mode; a wrong model type, an unreadable folder or a missing weight is a
+    one-line UserError naming the folder (`label` names the model in it, `example` a hub id to suggest)."""
+    import torch
+    local = resolve_model_path(path)
+    config_file = local / "config.json"
+    try:
+        found = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_file}: cannot read model config ({e})") from None
+    if found != model_type:
+        hint = f" ({label} in the hub layout, e.g. {example})" if example else ""
+        raise UserError(f"{config_file}: model_type is {found!r}, expected {model_type!r}{hint}")
+    try:
+        with quiet_transformers():
+            model, info = model_cls.from_pretrained(local, dtype=dtype, device_map=str(torch.device(device)),
+                                                    output_loading_info=True)
+            processor = processor_cls.from_pretrained(local)
+    except OSError as e:
+        raise UserError(f"{local}: cannot load the {label} checkpoint ({str(e).splitlines()[0]})") from None
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise UserError(f"{local}: checkpoint lacks {len(missing)} model weights (e.g. '{missing[0]}')")
+    model.eval().requires_grad_(False)
+    return local, model, processor, info
