@@ -20,3 +20,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """The bundled mini benchmark (read-only, so one instance serves every test)."""
+    from unifybench.data.unifybench import UnifyBenchMini
+    return UnifyBenchMini()

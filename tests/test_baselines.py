@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, REC, TEXT_QA, VQA
-from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.errors import UserError
 from unifybench.methods.base import RunContext
 from unifybench.registry import BASELINES, get_runnable
@@ -23,10 +22,6 @@ NAMES = ["random", "real-images", "chameleon-original", "chameleon-tp", "chamele
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
 
 
 def make(name, cache, preset="tiny", **overrides):

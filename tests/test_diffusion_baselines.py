@@ -12,7 +12,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN
-from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.errors import UserError
 from unifybench.methods.base import RunContext
 
@@ -21,10 +20,6 @@ from unifybench.methods.base import RunContext
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
 
 
 @pytest.fixture(scope="module")

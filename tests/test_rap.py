@@ -7,16 +7,11 @@ import torch
 
 from unifybench.baselines.rap import Entry, rap_query
 from unifybench.data.schema import REC, TEXT_QA, VQA
-from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.errors import UserError
 from unifybench.images import open_rgb
 from unifybench.methods.base import RunContext
 from unifybench.registry import get_runnable
 
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, REC, TEXT_QA
 from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.methods.base import RunContext
 from unifybench.methods.unictokens import UniCTokens, kmeans
-from unifybench.models.concept_tokens import ConceptTokens, detach
+from unifybench.models.concept_tokens import ConceptTokens
+
+from tiny_methods import base_state
 
 FAST = {"s1_epochs": 2, "s2_epochs": 2, "s3_epochs": 2}
 
@@ -28,16 +30,6 @@ def method(cache):
     m = UniCTokens(RunContext(cache_dir=cache, tiny=True), "tiny", FAST)
     m.setup()
     return m
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
-
-
-def base_state(m):
-    detach(m.backbone)
-    return {k: v.detach().clone() for k, v in m.backbone.model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from unifybench.data.schema import GEN, REC
-from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.methods.base import RunContext
 from unifybench.methods.yochameleon import YoChameleon
 from unifybench.models.concept_tokens import ConceptTokens
 from unifybench.retrieval import allocate_tokens
+
+from tiny_methods import base_state
 
 
 @pytest.fixture(scope="module")
@@ -18,17 +19,6 @@ def method(tmp_path_factory):
     m = YoChameleon(RunContext(cache_dir=cache, tiny=True), "tiny", {"epochs": 2})
     m.setup()
     return m
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
-
-
-def base_state(m):
-    from unifybench.models.concept_tokens import detach
-    detach(m.backbone)
-    return {k: v.detach().clone() for k, v in m.backbone.model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")

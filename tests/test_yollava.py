@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from unifybench.data.schema import REC, TEXT_QA, VQA
-from unifybench.data.unifybench import UnifyBenchMini
 from unifybench.errors import UserError
 from unifybench.methods.base import RunContext
 from unifybench.methods.yollava import YoLLaVA
 from unifybench.models.concept_tokens import ConceptTokens, detach
+
+from tiny_methods import base_state
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +23,6 @@ def method(cache):
     m = YoLLaVA(RunContext(cache_dir=cache, tiny=True), "tiny", {"epochs": 3})
     m.setup()
     return m
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return UnifyBenchMini()
-
-
-def base_state(m):
-    detach(m.backbone)
-    return {k: v.detach().clone() for k, v in m.backbone.model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
