@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import UserError
-from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
 
 if TYPE_CHECKING:
     import torch
@@ -50,17 +50,10 @@ LEGACY_SIDE = 512   # UniCTokens eval/clip_eval.py: short side 512, centre crop 
 def resolve_backbone(backbone: str | None, ctx: EvalContext, evaluator: str) -> Path | str:
     """The CLIP checkpoint an evaluator uses: its param, the run's `clip` model, or the tiny one."""
     from unifybench.models.clip import tiny_clip_path
-    if backbone == "tiny":
-        return tiny_clip_path(ctx.cache_dir)
-    if backbone:
-        return backbone
-    if ctx.models.get("clip"):
-        return ctx.models["clip"]
-    if ctx.tiny:
-        return tiny_clip_path(ctx.cache_dir)
-    raise UserError(f"{evaluator} needs a local CLIP checkpoint: pass --model clip=PATH (an open_clip folder with "
-                    f"open_clip_config.json, an HF CLIP folder, or ARCH:/path/to/weights, e.g. "
-                    f"ViT-B-32-quickgelu:/ckpt/openai.bin), or run the tiny preset; nothing is downloaded")
+    return resolve_weights(backbone, ctx, "clip", tiny_clip_path,
+                           f"{evaluator} needs a local CLIP checkpoint: pass --model clip=PATH (an open_clip folder "
+                           f"with open_clip_config.json, an HF CLIP folder, or ARCH:/path/to/weights, e.g. "
+                           f"ViT-B-32-quickgelu:/ckpt/openai.bin), or run the tiny preset; nothing is downloaded")
 
 
 def cosine_scores(gen: torch.Tensor, refs: torch.Tensor, aggregation: str) -> torch.Tensor:

@@ -18,25 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
-from unifybench.errors import UserError
-from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
 from unifybench.evaluators.clip_image import check_common_params, clamped_concept_value, score_against_references
 
 
 def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
     """The DINO checkpoint: the `backbone` param, the run's `dino` model, or the tiny one in tiny runs."""
     from unifybench.models.dino import tiny_dino_path
-    if backbone == "tiny":
-        return tiny_dino_path(ctx.cache_dir)
-    if backbone:
-        return backbone
-    if ctx.models.get("dino"):
-        return ctx.models["dino"]
-    if ctx.tiny:
-        return tiny_dino_path(ctx.cache_dir)
-    raise UserError("dino needs a local DINO ViT-S/16 checkpoint: pass --model dino=PATH (a transformers folder "
-                    "in the facebook/dino-vits16 layout: config.json + model.safetensors), or run the tiny "
-                    "preset; nothing is downloaded")
+    return resolve_weights(backbone, ctx, "dino", tiny_dino_path,
+                           "dino needs a local DINO ViT-S/16 checkpoint: pass --model dino=PATH (a transformers "
+                           "folder in the facebook/dino-vits16 layout: config.json + model.safetensors), or run the "
+                           "tiny preset; nothing is downloaded")
 
 
 class Dino(Evaluator):
