@@ -76,6 +76,28 @@ class Method:
     def load_artifact(self, concept: Concept, path: Path | None) -> None:
         """Make `concept` the active one (its tokens loaded) before `predict`."""
 
+    def backbone_hash(self) -> str:
+        """One sha256 over `self.backbone`'s weight files (each hashed once and remembered by size and mtime):
+        what an artifact records so that it is never loaded into another backbone."""
+        if getattr(self, "_backbone_sha", None) is None:
+            import hashlib
+
+            from unifybench.store import file_sha256
+            h = hashlib.sha256()
+            for p in self.backbone.weight_files():
+                h.update(file_sha256(p, self.ctx.cache_dir).encode())
+            self._backbone_sha = h.hexdigest()
+        return self._backbone_sha
+
+    def unload(self) -> None:
+        """Back to the base model, no concept active (the forgetting stage's base, and between concepts).
+        Default: detach any concept tokens from `self.backbone`; a method that changes the backbone's own
+        weights restores them."""
+        backbone = getattr(self, "backbone", None)
+        if backbone is not None:
+            from unifybench.models.concept_tokens import detach
+            detach(backbone)
+
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         """Answer/generate every item; images go under `out_dir` (paths relative to the run folder)."""
         raise NotImplementedError

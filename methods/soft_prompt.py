@@ -8,7 +8,6 @@ rng)` and `train(params, samples, generator, description) -> epoch losses`.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from unifybench.data.schema import Concept
@@ -36,16 +35,6 @@ class SoftPromptMethod(Method):
         gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "order", concept.name))
         losses = self.train(list(tokens.parameters()), samples, gen, f"training {concept.name}")
         return self.save_tokens(tokens, Path(out_dir) / "concept_tokens.safetensors", concept, samples, losses)
-
-    def backbone_hash(self) -> str:
-        """One sha256 over the backbone's weight files (each hashed once and remembered by size and mtime)."""
-        if getattr(self, "_backbone_sha", None) is None:
-            from unifybench.store import file_sha256
-            h = hashlib.sha256()
-            for p in self.backbone.weight_files():
-                h.update(file_sha256(p, self.ctx.cache_dir).encode())
-            self._backbone_sha = h.hexdigest()
-        return self._backbone_sha
 
     def save_tokens(self, tokens, artifact: Path, concept: Concept, samples: list, losses: list[float]) -> Path:
         """Write the concept tokens with the header that says what made them."""

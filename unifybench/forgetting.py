@@ -3,7 +3,8 @@
 :func:`run_forgetting` is called by the runner after every concept has been fitted. For each forgetting
 evaluator (:class:`unifybench.evaluators.forgetting.base.ModelEvaluator`) it evaluates
 
-* the **base** model: the method's backbone with every concept token detached, no prefix (for a
+* the **base** model: the method's backbone with no concept active (``method.unload()``: concept tokens
+  detached, fine-tuned weights restored), no prefix (for a
   training-free baseline such as ``chameleon-original``, the only model there is);
 * each **concept**'s model: its tokens attached (``method.load_artifact`` with the artifact the fit stage
   wrote), condition ``plain`` (the benchmark's own prompt, what the papers ran) and, unless the evaluator's
@@ -60,7 +61,6 @@ def _artifact(out: Path, concept) -> Path | None:
 
 def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec) -> dict:
     """Evaluate the base and each personalized model; returns the report (empty when no evaluator applies)."""
-    from unifybench.models.concept_tokens import detach
     from unifybench.runner import _eval_context
 
     evs = model_evaluators(evaluators)
@@ -78,6 +78,14 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
     weights = {role: file_sha256(p, Path(spec.cache_dir)) for role, p in sorted(method.model_files().items())}
     data = {e.name: [(f.name, file_sha256(f)) for f in e.data_files()] for e in evs}  # also checks data exists
     progress = getattr(getattr(method, "ctx", None), "progress", None)
+
+    def unload() -> None:
+        """The base model again: the method's own `unload`, else (an object without one) tokens detached."""
+        if hasattr(method, "unload"):
+            method.unload()
+        else:
+            from unifybench.models.concept_tokens import detach
+            detach(backbone)
 
     def unit(ev, label: str, condition: str, prefix, artifact_hash: str | None) -> dict:
         key = canonical_hash({"evaluator": ev.name, "settings": ev.describe(), "data": data[ev.name],
@@ -102,12 +110,13 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
     total = len(evs) + len(concepts) * sum(len(e.conditions()) for e in evs)
     from unifybench.progress import maybe_task
     with maybe_task(progress, "forgetting", total) as advance:
-        detach(backbone)
+        unload()
         for ev in evs:
             results[ev.name][BASE] = {"plain": unit(ev, BASE, "plain", None, None)}
             advance()
         for concept in concepts:
             artifact = _artifact(out, concept)
+            unload()   # each concept's model starts from the base, never from the previous concept's
             method.load_artifact(concept, artifact)
             art_hash = file_sha256(artifact) if artifact else None
             prefix = list(method.personalized_prompt())
@@ -117,7 +126,7 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
                     per[condition] = unit(ev, concept.name, condition, prefix if condition == "prompt" else None,
                                           art_hash)
                     advance()
-        detach(backbone)
+        unload()
 
     doc = forgetting_report(results, evs, [c.name for c in concepts], method.describe(), spec.tiny)
     write_json(fdir / "forgetting.json", doc)

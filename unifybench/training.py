@@ -29,6 +29,8 @@ class OptimConfig:
     adam_eps: float
     batch_size: int
     epochs: int
+    max_steps: int = 0   # > 0: iteration-based, stop after this many optimizer steps (`epochs` is then ignored:
+                         # each epoch is a fresh order, as many as the steps need, the last one cut short)
 
 
 def collate(samples: list[Sample], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,17 +63,24 @@ def sequence_loss(backbone, ids: torch.Tensor, mask: torch.Tensor, targets: torc
 
 def train_tokens(backbone, params: list[torch.nn.Parameter], samples: list[Sample], cfg: OptimConfig,
                  generator: torch.Generator, progress=None, description: str = "training") -> list[float]:
-    """AdamW over `params` only; returns the mean loss of each epoch."""
+    """AdamW over `params` only; returns the mean loss of each epoch (with `max_steps`, of each epoch begun)."""
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
                                   betas=(0.9, 0.999))
     device = params[0].device
     steps_per_epoch = (len(samples) + cfg.batch_size - 1) // cfg.batch_size
+    epochs, n_steps = cfg.epochs, steps_per_epoch * cfg.epochs
+    if cfg.max_steps > 0:
+        epochs, n_steps = -(-cfg.max_steps // max(steps_per_epoch, 1)), cfg.max_steps
+    steps = 0
     epoch_losses = []
-    with maybe_task(progress, description, steps_per_epoch * cfg.epochs) as advance:
-        for _ in range(cfg.epochs):
+    with maybe_task(progress, description, n_steps) as advance:
+        for _ in range(epochs):
             order = torch.randperm(len(samples), generator=generator).tolist()
             total, count = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
+                if cfg.max_steps > 0 and steps >= cfg.max_steps:
+                    break
+                steps += 1
                 batch = [samples[i] for i in order[start:start + cfg.batch_size]]
                 ids, mask, targets = collate(batch, backbone.pad_id, device)
                 loss = sequence_loss(backbone, ids, mask, targets)
