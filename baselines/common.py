@@ -275,15 +275,3 @@ class ApiRunner:
     def truncate(self, text: str, n: int) -> str:
         words = text.split()
         return text if len(words) <= n else " ".join(words[:n])
-
-
-def save_images(images, out_dir: Path, stem: str) -> list[str]:
-    """Write PIL images as `<out_dir>/images/<stem>_<k>.png`; absolute paths (the runner relativises them)."""
-    folder = Path(out_dir) / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, image in enumerate(images):
-        path = folder / f"{stem}_{k}.png"
-        image.save(path)
-        paths.append(str(path.resolve()))
-    return paths

@@ -34,11 +34,10 @@ from pathlib import Path
 
 import torch
 
-from unifybench.baselines.common import save_images
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.images import open_rgb
+from unifybench.images import open_rgb, save_images
 from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype

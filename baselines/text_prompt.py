@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, QwenVLRunner, ShowoRunner,
-                                         concept_name, files_digest, question_text, save_images)
+                                         concept_name, files_digest, question_text)
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.images import save_images
 from unifybench.methods.base import Method, generation_items
 from unifybench.progress import maybe_task
 

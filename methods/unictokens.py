@@ -43,7 +43,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
-from unifybench.images import open_rgb
+from unifybench.images import open_rgb, save_images
 from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
@@ -716,14 +716,7 @@ class UniCTokens(SoftPromptMethod):
         gen = torch.Generator(device=b.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
         codes = b.generate_images(prompt, cfg.images_per_prompt or item.n_images, gen, steps=cfg.gen_steps,
                                   guidance=cfg.guidance, batch_size=cfg.gen_batch_size)
-        folder = out_dir / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for k, image in enumerate(b.decode_images(codes)):
-            path = folder / f"{item.task}_{n:03d}_{k}.png"
-            image.save(path)
-            paths.append(str(path.resolve()))
-            advance()
+        paths = save_images(b.decode_images(codes), out_dir, f"{item.task}_{n:03d}", advance)
         return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)
 
 

@@ -19,6 +19,7 @@ from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_Q
                                     Item, Prediction)
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.images import save_images
 from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
@@ -153,14 +154,7 @@ class ChameleonPrompting:
         codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
                                   top_k=self.config.top_k, top_p=self.config.top_p,
                                   batch_size=self.config.gen_batch_size)
-        paths = []
-        folder = out_dir / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(b.decode_images(codes)):
-            path = folder / f"{item.task}_{n:03d}_{k}.png"
-            image.save(path)
-            paths.append(str(path.resolve()))
-            advance()
+        paths = save_images(b.decode_images(codes), out_dir, f"{item.task}_{n:03d}", advance)
         return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)
 
 
