@@ -34,7 +34,7 @@ from typing import Any
 
 from unifybench.data.schema import MC, Concept, Item, Prediction
 from unifybench.errors import UserError
-from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, aggregate
 
 ROTATION_SEP = "@"
 
@@ -165,6 +165,8 @@ class MultipleChoice(Evaluator):
             letters = [lt for lt, _ in item.options]
             detail = {"base_id": base, "rotation": rotation, "n_rotations": n_rot, "gold": item.answer,
                       "first_option": letters[0] if letters else None}
+            if dict(item.meta).get("kind"):   # e.g. Yo'LLaVA's visual_qa / text_qa: reported apart (by_kind)
+                detail["kind"] = dict(item.meta)["kind"]
             pred = predictions.get(item.id)
             reason = ("no prediction" if pred is None else f"model error: {pred.error}" if pred.error is not None
                       else "no text answer" if pred.text is None
@@ -227,6 +229,11 @@ class MultipleChoice(Evaluator):
             return sum(s.score for s in ok) / len(ok)
 
         concepts = sorted(scores_by_concept)
+        kinds = sorted({s.detail["kind"] for c in concepts for s in scores_by_concept[c] if s.detail.get("kind")})
+        by_kind = {}
+        for kind in kinds:   # the same aggregate over each kind's questions (Yo'LLaVA: visual vs text-only A/B)
+            sub = {c: [s for s in scores_by_concept[c] if s.detail.get("kind") == kind] for c in concepts}
+            by_kind[kind] = aggregate({c: v for c, v in sub.items() if v}, self)
         n_questions = n_incomplete = 0
         for c in concepts:
             complete, incomplete = self._questions(scores_by_concept[c])
@@ -241,4 +248,5 @@ class MultipleChoice(Evaluator):
             "n_questions": n_questions,
             "n_incomplete": n_incomplete,
             "circular": bool(self.params["circular"]),
+            **({"by_kind": by_kind} if by_kind else {}),
         }

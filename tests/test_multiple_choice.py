@@ -152,3 +152,24 @@ def test_registered_and_validated():
         MultipleChoice(parser="regex")
     assert MultipleChoice(preset="yochameleon").describe()["params"] == {"parser": "text_substring",
                                                                          "circular": False}
+
+
+def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
+    """Yo'LLaVA's visual and text-only A/B questions share the task `mc`; `by_kind` separates them."""
+    def question(concept, q, kind):
+        base = Item(f"y/{concept}/mc/{kind}{q}", concept, MC, "Is <sks> a dog or a cat?", options=AB, answer="A",
+                    meta=(("kind", kind),))
+        return circular_items(base)
+    items = {"bo": question("bo", 0, "visual_qa") + question("bo", 1, "visual_qa") + question("bo", 2, "text_qa"),
+             "mam": question("mam", 0, "text_qa")}
+    replies = {}
+    for its in items.values():
+        for it in its:   # answer "Dog" (always right) except bo's visual question 1, order 1
+            replies[it.id] = "Cat" if it.id == "y/bo/mc/visual_qa1@1" else "Dog"
+    res = _run(MultipleChoice(), items, replies, tmp_path)
+    visual, text = res["by_kind"]["visual_qa"], res["by_kind"]["text_qa"]
+    assert visual["per_concept"] == {"bo": 0.5} and visual["value"] == 0.5 and visual["n"] == 4
+    assert text["per_concept"] == {"bo": 1.0, "mam": 1.0} and text["value"] == 1.0 and text["n"] == 4
+    assert res["value"] == pytest.approx((2 / 3 + 1.0) / 2)               # all of them: bo 2 of 3, mam 1 of 1
+    plain = {c: [circular_items(Item(f"{c}/x", c, MC, "?", options=AB, answer="A"))[0]] for c in ("bo",)}
+    assert "by_kind" not in _run(MultipleChoice(), plain, {"bo/x@0": "Dog"}, tmp_path)

@@ -315,3 +315,14 @@ def test_custom_spec_rows_outside_the_paper_and_unranked_rows(tmp_path):
     assert line[("reproduced", "random")].cells["dreambench_clip_i"].diff is None
     md = tables.render(table, "md")
     assert "| Random baseline |  |" in md and "**0.800** (+0.005)" in md and "<u>0.100</u> |" in md
+
+
+def test_yollava_mc_columns_read_the_by_kind_breakdown(tmp_path):
+    run = write_results(tmp_path / "yl", "yollava", "paper", {"mc": (0.8, None)}, benchmark="yollava")
+    doc = json.loads(run.read_text())
+    doc["results"]["yollava"]["mc"]["by_kind"] = {"visual_qa": {"value": 0.9}, "text_qa": {"value": 0.7}}
+    run.write_text(json.dumps(doc))
+    table = tables.build_table(tables.load_spec("unictokens_table2_understanding"), [load_results(run)])
+    line = next(l for l in table.lines if l.kind == "reproduced")
+    assert line.row_id == "yollava"
+    assert line.cells["yollava_vqa_acc"].full == 0.9 and line.cells["yollava_qa_acc"].full == 0.7
