@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.local import load_pretrained
-from unifybench.models.vqgan import VQGANDecoder, checkpoint_files
+from unifybench.models.local import TransformersBackbone, load_pretrained
+from unifybench.models.vqgan import VQGANDecoder
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,11 @@ def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: f
 
 # --- the backbone -----------------------------------------------------------------------------------------
 
-class ChameleonBackbone:
+class ChameleonBackbone(TransformersBackbone):
     """A loaded Chameleon/Anole model (frozen) plus the ids and decoding modes the methods need."""
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.path = Path(path)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(model, processor, path, device, dtype)
         config = model.config
         self.hidden_size = config.hidden_size
         self.vocab_size = config.vocab_size
@@ -114,9 +109,6 @@ class ChameleonBackbone:
         return backbone
 
     # --- tokens ---
-    def weight_files(self) -> list[Path]:
-        return checkpoint_files(self.path)
-
     def token_id(self, name: str) -> int:
         if name not in self._vocab:
             raise UserError(f"token {name!r} is not in the tokenizer of {self.path}")

@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.local import load_pretrained, quiet_transformers, resolve_model_path
-from unifybench.models.vqgan import checkpoint_files
+from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers, resolve_model_path
 
 DEFAULT_ID = "llava-hf/llava-1.5-13b-hf"
 KNOWN_IDS = {"13b": "llava-hf/llava-1.5-13b-hf", "7b": "llava-hf/llava-1.5-7b-hf"}
@@ -31,16 +30,11 @@ SYSTEM = ("A chat between a curious human and an artificial intelligence assista
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
 
-class LlavaBackbone:
+class LlavaBackbone(TransformersBackbone):
     """A loaded LLaVA (frozen), its processor, and the ids the methods need."""
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.path = Path(path)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(model, processor, path, device, dtype)
         cfg = model.config
         self.hidden_size = cfg.text_config.hidden_size
         tok = self.tokenizer
@@ -116,9 +110,6 @@ class LlavaBackbone:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
-
-    def weight_files(self) -> list[Path]:
-        return checkpoint_files(self.path)
 
     # --- conversation ---
     def prompt_ids(self, user_text: str, n_images: int = 0, system: str | None = SYSTEM,

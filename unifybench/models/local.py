@@ -86,3 +86,20 @@ def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str,
         raise UserError(f"{local}: checkpoint lacks {len(missing)} model weights (e.g. '{missing[0]}')")
     model.eval().requires_grad_(False)
     return local, model, processor, info
+
+
+class TransformersBackbone:
+    """What every backbone loaded through `load_pretrained` holds: the frozen model, its processor and
+    tokenizer, the folder it came from (whose safetensors files are hashed into results), device and dtype."""
+
+    def __init__(self, model, processor, path: Path, device, dtype):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.path = Path(path)
+        self.device = device
+        self.dtype = dtype
+
+    def weight_files(self) -> list[Path]:
+        from unifybench.models.vqgan import checkpoint_files
+        return checkpoint_files(self.path)

@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.local import load_pretrained, quiet_transformers, resolve_model_path
-from unifybench.models.vqgan import checkpoint_files
+from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers, resolve_model_path
 
 DEFAULT_ID = "Qwen/Qwen2.5-VL-3B-Instruct"     # UniCTokens Tables 1-2: "Qwen2.5-VL + TP", 3B
 KNOWN_IDS = {"3b": DEFAULT_ID, "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
@@ -28,16 +27,11 @@ SYSTEM = "You are a helpful assistant."        # the default system turn of Qwen
 ROLE = "qwen"                                  # `--model qwen=PATH`
 
 
-class QwenVLBackbone:
+class QwenVLBackbone(TransformersBackbone):
     """A loaded Qwen2.5-VL (frozen, eval), its processor, and the ids the runner needs."""
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.path = Path(path)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(model, processor, path, device, dtype)
         cfg = model.config
         self.image_token_id = int(cfg.image_token_id)
         self.video_token_id = int(cfg.video_token_id)
@@ -67,9 +61,6 @@ class QwenVLBackbone:
         local, model, processor, _ = load_pretrained(path, Qwen2_5_VLForConditionalGeneration, AutoProcessor,
                                                      "qwen2_5_vl", "Qwen2.5-VL", device, dtype, example=DEFAULT_ID)
         return cls(model, processor, local, torch.device(device), dtype)
-
-    def weight_files(self) -> list[Path]:
-        return checkpoint_files(self.path)
 
     # --- text ---
     def encode_text(self, text: str) -> list[int]:

@@ -387,7 +387,8 @@ class ShowoBackbone:
 
     @classmethod
     def from_setting(cls, setting: str, models: dict[str, str], cache_dir: Path, device="cpu",
-                     dtype: torch.dtype = torch.float32, llm: str = DEFAULT_LLM, vq: str = DEFAULT_VQ) -> "ShowoBackbone":
+                     dtype: torch.dtype = torch.float32, llm: str = DEFAULT_LLM,
+                     vq: str = DEFAULT_VQ) -> "ShowoBackbone":
         """`setting` "tiny" (the tiny checkpoint, built once under `cache_dir`/tiny) or a Show-o folder / cached hub
         id; `--model showo=|phi=|magvit=` (the run's `models`) override the three folders of a real one."""
         if setting == "tiny":
