@@ -38,7 +38,6 @@ def files_digest(paths: list[Path]) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-
 def truncate_tokens(encode, decode, text: str, n: int) -> str:
     """`text` cut to at most `n` tokens; the cut is re-encoded (decoding need not round-trip) until it fits."""
     ids = encode(text)
@@ -51,7 +50,21 @@ def truncate_tokens(encode, decode, text: str, n: int) -> str:
     return ""
 
 
-class ChameleonRunner:
+class LocalRunner:
+    """What the runners of local models share: `self.backbone` (its weight files, its tokenizer for the
+    description's token budget)."""
+
+    def files(self) -> list[Path]:
+        return self.backbone.weight_files()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode_text(text))
+
+    def truncate(self, text: str, n: int) -> str:
+        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
+
+
+class ChameleonRunner(LocalRunner):
     """Chameleon/Anole used as is: answers interleaved text and images, draws images (Anole decoding)."""
 
     kind = "chameleon"
@@ -69,9 +82,6 @@ class ChameleonRunner:
         self.ctx = ctx
         self.backbone = ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
         self._blocks: dict[str, list[int]] = {}
-
-    def files(self) -> list[Path]:
-        return self.backbone.weight_files()
 
     def _image_block(self, path: Path) -> list[int]:
         key = str(path)
@@ -103,14 +113,8 @@ class ChameleonRunner:
                                   top_p=cfg.top_p, batch_size=cfg.gen_batch_size)
         return b.decode_images(codes)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.backbone.encode_text(text))
 
-    def truncate(self, text: str, n: int) -> str:
-        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
-
-
-class ShowoRunner:
+class ShowoRunner(LocalRunner):
     """Show-o used as is: MMU answers (one image, first) and MaskGIT text-to-image; it reads no interleaved
     images, so there is no Show-o image-prompt baseline (UniCTokens section 4.1)."""
 
@@ -121,9 +125,6 @@ class ShowoRunner:
         self.ctx = ctx
         self.backbone = ShowoBackbone.from_setting(setting, ctx.models, ctx.cache_dir, ctx.device,
                                                    torch_dtype(ctx.dtype))
-
-    def files(self) -> list[Path]:
-        return self.backbone.weight_files()
 
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy MMU answer; a text-only question gets the black stand-in image, as UniCTokens is evaluated."""
@@ -141,14 +142,8 @@ class ShowoRunner:
                                   guidance=cfg.guidance, batch_size=cfg.gen_batch_size)
         return b.decode_images(codes)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.backbone.encode_text(text))
 
-    def truncate(self, text: str, n: int) -> str:
-        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
-
-
-class LlavaRunner:
+class LlavaRunner(LocalRunner):
     """LLaVA-1.5 used as is (the llava_v1 conversation); images come first in the user turn."""
 
     kind = "llava"
@@ -159,9 +154,6 @@ class LlavaRunner:
         self.ctx = ctx
         self.backbone = LlavaBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
-    def files(self) -> list[Path]:
-        return self.backbone.weight_files()
-
     def answer(self, segments, max_new_tokens: int) -> str:
         import torch
         b = self.backbone
@@ -171,14 +163,8 @@ class LlavaRunner:
         px = b.pixel_values([open_rgb(p) for p in images]) if images else None
         return b.decode(b.generate_text(ids, max_new_tokens=max_new_tokens, pixel_values=px))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.backbone.encode_text(text))
 
-    def truncate(self, text: str, n: int) -> str:
-        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
-
-
-class QwenVLRunner:
+class QwenVLRunner(LocalRunner):
     """Qwen2.5-VL-Instruct used as is (its chat template: system turn, one user turn with the images first,
     then the text); greedy answers. Understanding only: it draws no images."""
 
@@ -190,20 +176,11 @@ class QwenVLRunner:
         self.ctx = ctx
         self.backbone = QwenVLBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
-    def files(self) -> list[Path]:
-        return self.backbone.weight_files()
-
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy text answer to `segments` (strings and image paths): the images, then the joined text."""
         images = [open_rgb(s) for s in segments if isinstance(s, Path)]
         text = "".join(s for s in segments if not isinstance(s, Path)).strip()
         return self.backbone.answer(text, images, max_new_tokens)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.backbone.encode_text(text))
-
-    def truncate(self, text: str, n: int) -> str:
-        return truncate_tokens(self.backbone.encode_text, self.backbone.tokenizer.decode, text, n)
 
 
 API_KEY_ENV = ("UNIFYBENCH_API_KEY", "OPENAI_API_KEY")

@@ -44,18 +44,25 @@ def resolve_model_path(name_or_path: str | Path, revision: str | None = None) ->
 
 
 @contextlib.contextmanager
-def quiet_transformers():
-    """Hide transformers' load report and progress bars; the loading info is checked explicitly instead."""
-    from transformers.utils import logging as hf_logging
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+def quiet_logging(logging_module):
+    """Hide a Hugging Face library's load reports and progress bars (`transformers.utils.logging` and
+    `diffusers.utils.logging` have the same API); the loading info is checked explicitly instead."""
+    level, bars = logging_module.get_verbosity(), logging_module.is_progress_bar_enabled()
+    logging_module.set_verbosity_error()
+    logging_module.disable_progress_bar()
     try:
         yield
     finally:
-        hf_logging.set_verbosity(level)
+        logging_module.set_verbosity(level)
         if bars:
-            hf_logging.enable_progress_bar()
+            logging_module.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    from transformers.utils import logging as hf_logging
+    with quiet_logging(hf_logging):
+        yield
 
 
 

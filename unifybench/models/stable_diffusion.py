@@ -28,17 +28,9 @@ def quiet_diffusers():
     """Hide diffusers' and transformers' loading bars and notices (the checks are made explicitly)."""
     from diffusers.utils import logging as d_logging
 
-    from unifybench.models.local import quiet_transformers
-    level, bars = d_logging.get_verbosity(), d_logging.is_progress_bar_enabled()
-    d_logging.set_verbosity_error()
-    d_logging.disable_progress_bar()
-    try:
-        with quiet_transformers():
-            yield
-    finally:
-        d_logging.set_verbosity(level)
-        if bars:
-            d_logging.enable_progress_bar()
+    from unifybench.models.local import quiet_logging, quiet_transformers
+    with quiet_logging(d_logging), quiet_transformers():
+        yield
 
 
 def sd_path(setting: str, models: dict[str, str], cache_dir: Path) -> Path:
