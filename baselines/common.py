@@ -70,15 +70,9 @@ class ChameleonRunner(LocalRunner):
     kind = "chameleon"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.chameleon import ChameleonBackbone
-        from unifybench.models.local import resolve_model_path
-        if ctx.models.get("chameleon"):
-            path = resolve_model_path(ctx.models["chameleon"])
-        elif setting == "tiny":
-            from unifybench.models.tiny_chameleon import tiny_chameleon_path
-            path = tiny_chameleon_path(ctx.cache_dir / "tiny")
-        else:
-            path = resolve_model_path(setting)
+        from unifybench.models.chameleon.backbone import ChameleonBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("chameleon", setting, ctx)
         self.ctx = ctx
         self.backbone = ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
         self._blocks: dict[str, list[int]] = {}
@@ -121,10 +115,11 @@ class ShowoRunner(LocalRunner):
     kind = "showo"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.showo import ShowoBackbone
+        from unifybench.models.showo.backbone import DEFAULT_LLM, DEFAULT_VQ, ShowoBackbone
+        from unifybench.models.weights import showo_folders
         self.ctx = ctx
-        self.backbone = ShowoBackbone.from_setting(setting, ctx.models, ctx.cache_dir, ctx.device,
-                                                   torch_dtype(ctx.dtype))
+        self.backbone = ShowoBackbone.load(*showo_folders(setting, ctx, DEFAULT_LLM, DEFAULT_VQ), device=ctx.device,
+                                           dtype=torch_dtype(ctx.dtype))
 
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy MMU answer; a text-only question gets the black stand-in image, as UniCTokens is evaluated."""
@@ -149,8 +144,9 @@ class LlavaRunner(LocalRunner):
     kind = "llava"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.llava import LlavaBackbone, llava_path
-        path = llava_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("llava", setting, ctx)
         self.ctx = ctx
         self.backbone = LlavaBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
@@ -171,8 +167,9 @@ class QwenVLRunner(LocalRunner):
     kind = "qwen"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.qwen_vl import QwenVLBackbone, qwen_vl_path
-        path = qwen_vl_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.qwen_vl.backbone import QwenVLBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("qwen", setting, ctx)
         self.ctx = ctx
         self.backbone = QwenVLBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 

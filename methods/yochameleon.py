@@ -68,16 +68,11 @@ class YoChameleonConfig:
 
 
 def load_chameleon(ctx, backbone: str):
-    """The Chameleon/Anole backbone of a method setting: "tiny" (the random tiny model), else `--model
-    chameleon=PATH` or the setting itself (a folder or a hub id already in the local cache)."""
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.local import resolve_model_path
-    if backbone == "tiny":
-        from unifybench.models.tiny_chameleon import tiny_chameleon_path
-        path = tiny_chameleon_path(ctx.cache_dir / "tiny")
-    else:
-        path = resolve_model_path(ctx.models.get("chameleon") or backbone)
-    return ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+    """The Chameleon/Anole backbone of a method setting, through the one weights resolver (`--model
+    chameleon=PATH`, else the setting: a folder, a cached hub id, or "tiny")."""
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.weights import resolve
+    return ChameleonBackbone.load(resolve("chameleon", backbone, ctx), device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
 
 class ChameleonPrompting:
@@ -264,8 +259,9 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import retrieval_clip
-            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.models.weights import is_tiny
+            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yochameleon",
                                         "rank soft positives")
         return self._clip

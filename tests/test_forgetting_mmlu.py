@@ -21,8 +21,8 @@ from forgetting_fixture import write_mmlu  # noqa: E402
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.tiny_chameleon import tiny_chameleon_path
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
     path = tiny_chameleon_path(tmp_path_factory.mktemp("tiny"))
     return ChameleonBackbone.load(path, require_decoder=False)
 

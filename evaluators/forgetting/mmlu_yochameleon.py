@@ -86,7 +86,7 @@ class YoChameleonMMLU(ModelEvaluator):
     def evaluate_model(self, backbone, prefix_ids: list[int] | None, ctx: EvalContext) -> dict[str, Any]:
         import torch
         from unifybench.environment import derive_seed
-        from unifybench.models.chameleon import sample_next
+        from unifybench.models.chameleon.backbone import sample_next
 
         require(backbone, "forward_hidden", "logits", "encode_text", "tokenizer", "eot_id", "bos_id",
                 what=self.name)

@@ -95,6 +95,24 @@ def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str,
     return local, model, processor, info
 
 
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint: the index's shards if there is an index, else all *.safetensors."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise UserError(f"{index}: malformed safetensors index ({e})") from e
+        return [path / name for name in sorted(set(weight_map.values()))]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{path}: no safetensors weight files found")
+    return files
+
+
 class TransformersBackbone:
     """What every backbone loaded through `load_pretrained` holds: the frozen model, its processor and
     tokenizer, the folder it came from (whose safetensors files are hashed into results), device and dtype."""
@@ -108,5 +126,4 @@ class TransformersBackbone:
         self.dtype = dtype
 
     def weight_files(self) -> list[Path]:
-        from unifybench.models.vqgan import checkpoint_files
         return checkpoint_files(self.path)

@@ -38,7 +38,7 @@ from PIL import Image
 from torch import nn
 
 from unifybench.errors import UserError
-from unifybench.models.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
+from unifybench.models.showo.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
 
 DEFAULT_CHECKPOINT = "showlab/show-o-512x512"
 DEFAULT_LLM = "microsoft/phi-1_5"          # the tokenizer + Phi config folder
@@ -384,22 +384,6 @@ class ShowoBackbone:
         paths = {"showo": showo_dir, "phi": phi_dir, "magvit": magvit_dir,
                  "showo_weights": wfile, "magvit_weights": vq.weight_path}
         return cls(model, tokenizer, vq, config, paths, device, dtype)
-
-    @classmethod
-    def from_setting(cls, setting: str, models: dict[str, str], cache_dir: Path, device="cpu",
-                     dtype: torch.dtype = torch.float32, llm: str = DEFAULT_LLM,
-                     vq: str = DEFAULT_VQ) -> "ShowoBackbone":
-        """`setting` "tiny" (the tiny checkpoint, built once under `cache_dir`/tiny) or a Show-o folder / cached hub
-        id; `--model showo=|phi=|magvit=` (the run's `models`) override the three folders of a real one."""
-        if setting == "tiny":
-            from unifybench.models.tiny_showo import tiny_showo_path
-            root = tiny_showo_path(Path(cache_dir) / "tiny")
-            paths = (root / "show-o-512x512", root / "phi-1_5", root / "magvitv2")
-        else:
-            from unifybench.models.local import resolve_model_path
-            paths = (resolve_model_path(models.get("showo") or setting), resolve_model_path(models.get("phi") or llm),
-                     resolve_model_path(models.get("magvit") or vq))
-        return cls.load(*paths, device=device, dtype=dtype)
 
     def weight_files(self) -> list[Path]:
         return [self.paths["showo_weights"], self.paths["magvit_weights"]]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from unifybench.errors import UserError
 from unifybench.models.local import TransformersBackbone, load_pretrained
-from unifybench.models.vqgan import VQGANDecoder
+from unifybench.models.chameleon.vqgan import VQGANDecoder
 
 log = logging.getLogger(__name__)
 
