@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from unifybench.errors import UserError
+from unifybench.models.contract import Backbone
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "namespace/name"
 
@@ -113,7 +114,7 @@ def checkpoint_files(path: str | Path) -> list[Path]:
     return files
 
 
-class TransformersBackbone:
+class TransformersBackbone(Backbone):
     """What every backbone loaded through `load_pretrained` holds: the frozen model, its processor and
     tokenizer, the folder it came from (whose safetensors files are hashed into results), device and dtype."""
 

@@ -52,6 +52,12 @@ def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: f
 class ChameleonBackbone(TransformersBackbone):
     """A loaded Chameleon/Anole model (frozen) plus the ids and decoding modes the methods need."""
 
+    can_draw = has_hidden = takes_concept_tokens = True
+
+    def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
+
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
         super().__init__(model, processor, path, device, dtype)
         config = model.config

@@ -31,6 +31,7 @@ SYSTEM = ("A chat between a curious human and an artificial intelligence assista
 
 
 class LlavaBackbone(TransformersBackbone):
+    has_hidden = takes_concept_tokens = True
     """A loaded LLaVA (frozen), its processor, and the ids the methods need."""
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):

@@ -38,6 +38,7 @@ from PIL import Image
 from torch import nn
 
 from unifybench.errors import UserError
+from unifybench.models.contract import Backbone
 from unifybench.models.showo.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
 
 DEFAULT_CHECKPOINT = "showlab/show-o-512x512"
@@ -314,8 +315,10 @@ def _read_json(path: Path, what: str) -> dict:
         raise UserError(f"{path}: the {what} is not JSON ({e})") from None
 
 
-class ShowoBackbone:
+class ShowoBackbone(Backbone):
     """A loaded, frozen Show-o + Phi tokenizer + MAGVIT-v2, with the ids, formats and decoding modes."""
+
+    can_draw = has_hidden = takes_concept_tokens = True
 
     def __init__(self, model: Showo, tokenizer, vq: MAGVITv2, config: dict, paths: dict[str, Path],
                  device: torch.device, dtype: torch.dtype):
