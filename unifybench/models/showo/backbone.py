@@ -483,17 +483,8 @@ class ShowoBackbone(Backbone):
         return [self.mmu_id, self.soi_id] + img + [self.eoi_id] + ([self.eot_id] if sot else [])
 
     def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
-        """A question as Show-o reads it (what UniCTokens' evaluation builds): `<|mmu|> <|soi|> image <|eoi|>
-        <|endoftext|> USER: [prefix]question ASSISTANT:`. `parts` are text (joined, stripped) and at most one
-        PIL image; with none, the text alone after `<|endoftext|>`. `prefix_ids` (a personalized prompt such
-        as `<sks> is <tokens>.\n`) open the user turn."""
-        images = [p for p in parts if not isinstance(p, str)]
-        if len(images) > 1:
-            raise UserError(f"Show-o reads one image per question, not {len(images)}")
-        text = "".join(p for p in parts if isinstance(p, str)).strip()
-        head = self.mmu_prefix(self.encode_images(images)[0]) if images else [self.eot_id]
-        return (head + self.encode_text("USER: ") + list(prefix_ids or []) + self.encode_text(text)
-                + self.encode_text(" ASSISTANT:"))
+        from unifybench.models.showo.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
 
     def t2i_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return t2i_mask(ids, self.pad_id, self.soi_id, self.eoi_id)
