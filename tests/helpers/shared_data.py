@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV_SHARED = "UNIFYBENCH_SHARED_ROOT"
 ENV_DREAMBENCH = "UNIFYBENCH_DREAMBENCH_ROOT"
 

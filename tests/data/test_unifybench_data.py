@@ -12,7 +12,7 @@ from unifybench.data.unifybench import (MINI_ROOT, UnifyBench, UnifyBenchMini, n
 from unifybench.errors import DataError
 from shared_data import require_dreambench
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 TASK_ORDER = [REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN]
 
