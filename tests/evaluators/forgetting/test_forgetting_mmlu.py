@@ -4,8 +4,6 @@ lm-eval really runs (offline, a task YAML over local files); its per-question lo
 accuracy are checked against the same computation done here straight from `backbone.logits`.
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +13,6 @@ from unifybench.evaluators.base import EvalContext
 from unifybench.evaluators.forgetting.mmlu import MMLU
 from unifybench.evaluators.forgetting.mmlu_yochameleon import YoChameleonMMLU, options_text
 
-sys.path.insert(0, str(Path(__file__).parent))
 from forgetting_fixture import write_mmlu  # noqa: E402
 
 
