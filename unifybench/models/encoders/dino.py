@@ -10,7 +10,7 @@ input size the resize side keeps the 256/224 ratio.
 
 `tiny_dino_path()` builds (once, atomically) a tiny RANDOM ViT with the same architecture and input size
 in the same folder format; it goes through the same `load_dino` path as a real checkpoint.
-`DinoModel` has the attributes `unifybench.models.clip.embed_images_cached` needs, so reference features
+`DinoModel` has the attributes `unifybench.models.encoders.clip.embed_images_cached` needs, so reference features
 are cached on disk by (model fingerprint, image sha256) like CLIP's.
 """
 from __future__ import annotations
