@@ -91,8 +91,10 @@ def _choose(cls, match: list[dict], tiny: bool) -> tuple[str, dict[str, Any]]:
         if is_tiny_preset(m.get("preset")):
             return m["preset"], {}
     want = (paper or {}).get("preset") or "paper"
-    if "tiny" not in cls.presets:
-        raise UserError(f"{cls.name!r} has no tiny preset")
+    if "tiny" not in cls.presets:   # a runnable without models (the random row) runs as it is
+        if want == "paper":
+            return "paper", {}
+        raise UserError(f"{cls.name!r} has no tiny preset for its row preset {want!r}")
     if want == "paper":
         return "tiny", {}
     if want not in cls.presets:

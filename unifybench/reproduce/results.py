@@ -52,8 +52,10 @@ def column_per_concept(spec: tables.Spec, col: tables.Column, rf: ResultsFile) -
             return {}
         if col.task is not None:
             res = (res.get("by_task") or {}).get(col.task) or {}
-        if col.field != "value":   # only the mean has per-concept values
-            return {}
+        if col.field != "value":   # an aggregate's per-concept values sit beside its value
+            if not col.field.endswith(".value"):
+                return {}
+            res = get_path(res, col.field[: -len(".value")]) or {}
         per = res.get("per_concept") or {}
     return {c: (None if not isinstance(v, (int, float)) or isinstance(v, bool) else float(v) * col.scale)
             for c, v in per.items()}
