@@ -171,9 +171,7 @@ def test_slurm_launcher_through_submitit(slurm, tmp_path, monkeypatch):
     if isinstance(slurm, str):
         # Only where Slurm cannot start: the same submitit path on its local executor, said out loud.
         warnings.warn(f"Slurm could not start ({slurm}); testing submitit's LOCAL executor instead")
-        from unifybench.reproduce import launch, results
-        assert main(_args(spec, suite, cache, "--rows", "coin", "--dry-run")) == 0
-        from unifybench.reproduce.plan import build_plan  # noqa: F401
+        from unifybench.reproduce import launch
         monkeypatch.setattr(launch, "slurm_executor",
                             lambda s, st, cluster="slurm", _f=launch.slurm_executor: _f(s, st, "local"))
     else:
@@ -185,8 +183,9 @@ def test_slurm_launcher_through_submitit(slurm, tmp_path, monkeypatch):
     t0 = time.perf_counter()
     assert main(_args(spec, suite, cache, "--concepts", "cat", "--launcher", "slurm", "--config", str(cfg), "--wait")) == 0
     print(f"two rows through submitit in {time.perf_counter() - t0:.1f} s")
+    from unifybench.reproduce.manifest import row_state
     for row in ("coin", "yollava"):
-        state = json.loads((suite / "runs" / row / "state.json").read_text())
+        state = row_state(suite, row)
         assert state["state"] == "done" and state.get("job_id"), state
     if not isinstance(slurm, str):
         assert re.fullmatch(r"\d+_\d", json.loads((suite / "runs" / "coin" / "state.json").read_text())["job_id"])

@@ -35,7 +35,9 @@ class SlurmCluster:
         self.root = Path(root)
         self.bin = self.root / "bin"
         self.conf = self.root / "slurm.conf"
-        self.pidfiles = [self.root / "slurmd.pid", self.root / "slurmctld.pid", self.root / "munged.pid"]
+        # munged runs as the munge user: its pidfile goes where that user may write.
+        self.munge_pid = Path("/run/munge") / f"unifybench-{os.getpid()}.pid"
+        self.pidfiles = [self.root / "slurmd.pid", self.root / "slurmctld.pid", self.munge_pid]
         self.start_seconds: float | None = None
 
     def env(self) -> dict[str, str]:
@@ -74,7 +76,7 @@ class SlurmCluster:
         shutil.chown(run, "munge", "munge")
         env = self.env()
         try:
-            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", str(self.root / "munged.pid"),
+            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", str(self.munge_pid),
                             "--force"], check=True, env=env, capture_output=True, timeout=20)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
             return f"munged did not start: {getattr(e, 'stderr', b'') or e}"
