@@ -192,3 +192,17 @@ def test_slurm_launcher_through_submitit(slurm, tmp_path, monkeypatch):
     assert (suite / "table.md").is_file()
     # Rerunning submits nothing: every row is done.
     assert main(_args(spec, suite, cache, "--concepts", "cat", "--launcher", "slurm", "--config", str(cfg), "--wait")) == 0
+
+
+def test_dry_run_states_runs_cost_and_rows_it_cannot_run(tmp_path, capsys):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "calibration.json").write_text(json.dumps({"unictokens": {"seconds_per_concept": 720.0, "device": "cuda"}}))
+    assert main(["reproduce", "unictokens_table1", "--preset", "tiny", "--suite-dir", str(suite), "--dry-run",
+                 "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("unictokens "))
+    assert "recognition,bleu" in line and "1.6 (720.0 s/concept on cuda)" in line   # 720 s x 4 concepts x 2 GPUs
+    assert re.search(r"^yollava .*not measured", out, re.M)
+    assert "mc_llava: reported only" in out and "gpt4o_tp: skipped" in out and "mean nothing" in out
+    assert not (suite / "manifest.json").exists()   # a dry run writes nothing
