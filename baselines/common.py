@@ -192,6 +192,7 @@ class ApiRunner:
     cache of replies; the key comes from $UNIFYBENCH_API_KEY or $OPENAI_API_KEY only."""
 
     kind = "api"
+    backbone = None   # no local model: the forgetting stage has nothing to evaluate
     SYSTEM = "You are a helpful assistant. Answer the user's question about the subject they describe or show."
 
     def __init__(self, ctx, base_url: str | None, model: str, max_tokens: int = 300):

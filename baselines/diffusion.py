@@ -349,7 +349,6 @@ class StableDiffusionBaseline(Method):
 
 class DreamBoothSD(StableDiffusionBaseline):
     name = "dreambooth-sd"
-    description = "DreamBooth (Ruiz et al., CVPR 2023) on Stable Diffusion 1.x: UNet fine-tuned per concept"
     config_cls = DreamBoothConfig
     # UniCTokens Table 2's "DreamBooth (~3000 images)": as many of the concept's training photos as the data
     # root provides, up to 3000 (the bundled benchmarks have a handful per concept).
@@ -518,7 +517,6 @@ class DreamBoothSD(StableDiffusionBaseline):
 
 class TextualInversionSD(StableDiffusionBaseline):
     name = "textual-inversion"
-    description = "Textual Inversion (Gal et al., ICLR 2023) on Stable Diffusion 1.x: one learned token per concept"
     config_cls = TextualInversionConfig
     presets = {"tiny": dict(_TINY, lr=1e-2, grad_accum=1)}
 

@@ -70,7 +70,6 @@ def rap_query(question: str, entries: list[Entry], with_image: bool) -> str:
 
 class RapLlava(Method):
     name = "rap-llava"
-    description = "RAP-MLLM (UniCTokens Table 1): a concept database retrieved into RAP-LLaVA's prompt"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     config_cls = RapConfig
     presets = {"tiny": dict(backbone="tiny", max_new_tokens=8),

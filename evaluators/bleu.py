@@ -28,7 +28,6 @@ NLTK_SMOOTHING = ("method0", "method1", "method2", "method3", "method4", "method
 
 class Bleu(Evaluator):
     name = "bleu"
-    description = "BLEU of answers vs the reference: word BLEU-4 (sacrebleu) or UnifyBench's char BLEU (nltk)"
     version = "1"
     tasks = frozenset({VQA, TEXT_QA})
     defaults: dict[str, Any] = {

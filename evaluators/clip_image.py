@@ -373,7 +373,6 @@ def _derived(clip, preprocess: str):
 
 class ClipImage(_ClipEvaluator):
     name = "clip_i"
-    description = "CLIP-I: cosine of generated images to the concept's reference images (open_clip)"
     version = "2"
     defaults: dict[str, Any] = {"backbone": None, "aggregation": "pairwise_mean", "references": "train",
                                 "preprocess": "checkpoint", "scale": 1.0, "clamp": "none", "batch_size": 32}

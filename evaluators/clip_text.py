@@ -53,7 +53,6 @@ def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True
 
 class ClipText(_ClipEvaluator):
     name = "clip_t"
-    description = "CLIP-T: cosine of each generated image to its prompt (placeholder -> class noun)"
     version = "1"
     defaults: dict[str, Any] = {"backbone": None, "preprocess": "checkpoint", "scale": 1.0, "clamp": "none",
                                 "placeholder_to_class": True, "batch_size": 32}

@@ -32,7 +32,6 @@ def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
 
 class Dino(Evaluator):
     name = "dino"
-    description = "DINO: cosine of generated images to the concept's reference images (ViT-S/16 CLS)"
     version = "1"
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True

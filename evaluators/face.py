@@ -84,7 +84,6 @@ _MEMO_LOCK = threading.Lock()
 
 class FaceSimilarity(Evaluator):
     name = "face"
-    description = "ArcFace face similarity (insightface, local pack): generated vs reference faces, no-face counted"
     version = "1"
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True

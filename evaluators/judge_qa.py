@@ -121,7 +121,6 @@ class JudgeEvaluator(Evaluator):
 
 class JudgeQA(JudgeEvaluator):
     name = "judge_qa"
-    description = "LLM judge: 0 / 0.5 / 1 for a free-form answer against the reference (VQA, text QA)"
     version = "1"
     tasks = frozenset({VQA, TEXT_QA})
     prompt_versions = tuple(QA_PROMPTS)

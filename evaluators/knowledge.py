@@ -66,7 +66,6 @@ def load_image_for_judge(path: Path) -> tuple[bytes, str]:
 
 class KnowledgeT2I(JudgeEvaluator):
     name = "t2i_score"
-    description = "Knowledge-driven T2I score: a VLM judge rates 0 / 0.5 / 1 whether an image shows the facts"
     version = "1"
     tasks = frozenset({KNOWLEDGE_GEN})
     prompt_versions = tuple(T2I_PROMPTS)

@@ -142,7 +142,6 @@ def parse_choice(reply: str, options: tuple[tuple[str, str], ...]) -> tuple[str 
 
 class MultipleChoice(Evaluator):
     name = "mc"
-    description = "Multiple choice: option letter or text, circular over option orders; constant-'A' beside it"
     version = "1"
     tasks = frozenset({MC})
     defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True}

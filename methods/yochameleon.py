@@ -152,7 +152,6 @@ class ChameleonPrompting:
 
 class YoChameleon(ChameleonPrompting, SoftPromptMethod):
     name = "yochameleon"
-    description = "Yo'Chameleon (CVPR 2025) on Chameleon/Anole"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = YoChameleonConfig
     presets = {

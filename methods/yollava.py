@@ -60,7 +60,6 @@ class YoLLaVAConfig:
 
 class YoLLaVA(SoftPromptMethod):
     name = "yollava"
-    description = "Yo'LLaVA (NeurIPS 2024) on LLaVA-1.5"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     config_cls = YoLLaVAConfig
     presets = {

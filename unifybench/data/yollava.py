@@ -326,7 +326,6 @@ class YoLLaVA(Benchmark):
     """Yo'LLaVA: 40 concepts; recognition, visual and text A/B questions (circular), generation prompts."""
 
     name = "yollava"
-    description = "Yo'LLaVA (NeurIPS 2024): 40 concepts, recognition, visual + text A/B QA (circular), generation"
 
     def __init__(self, root: str | Path, images_per_prompt: int = 4, photo_images: int = 100):
         root = Path(root).expanduser()
