@@ -37,8 +37,8 @@ import torch
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.prompts import with_class_noun
 from unifybench.images import open_rgb, save_images
-from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
 from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers

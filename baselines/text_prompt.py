@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, QwenVLRunner, ShowoRunner,
-                                         concept_name, files_digest, question_text)
+                                         files_digest)
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item, Prediction)
 from unifybench.environment import derive_seed
@@ -29,6 +29,7 @@ from unifybench.errors import UserError
 from unifybench.images import save_images
 from unifybench.methods.base import Method, generation_items
 from unifybench.progress import maybe_task
+from unifybench.prompts import concept_name, question_text
 
 CAPTION_PROMPT = "Describe the main subject of this photo in detail: its kind, colors, shape and distinctive features."
 SUMMARY_PROMPT = ("Here are descriptions of several photos of the same subject, called {name}:\n{captions}\n"

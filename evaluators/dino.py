@@ -19,7 +19,7 @@ from typing import Any
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
-from unifybench.evaluators.clip_image import check_common_params, clamped_concept_value, score_against_references
+from unifybench.evaluators.image_similarity import check_common_params, clamped_concept_value, score_against_references
 
 
 def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:

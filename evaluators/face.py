@@ -48,7 +48,7 @@ import numpy as np
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
-from unifybench.evaluators.clip_image import collect_generated
+from unifybench.evaluators.image_similarity import collect_generated
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from unifybench.data.schema import KNOWLEDGE_GEN, Concept, Item
 from unifybench.evaluators.base import SampleScore
-from unifybench.evaluators.judge_qa import JudgeEvaluator, concept_text
+from unifybench.evaluators.judge_qa import JudgeEvaluator
+from unifybench.prompts import concept_text
 
 T2I_PROMPTS = {
     "t2i-v1": {
