@@ -100,7 +100,7 @@ def _n_concepts(run, options) -> int | None:
     if options.get("concepts"):
         return len(options["concepts"])
     try:
-        from unifybench.runner import make_benchmark
+        from unifybench.runspec import make_benchmark
         return len(make_benchmark(run.benchmark, options.get("data_root")).concepts())
     except Exception:
         return None
@@ -163,14 +163,16 @@ def show_status(suite: Path) -> int:
 def calibrate(suite: Path, plan, options) -> dict:
     """Seconds per concept for each row: one concept, this device, in SUITE/calibration/<row>."""
     from unifybench.reproduce.launch import run_spec
-    from unifybench.runner import make_benchmark, run
+    from dataclasses import replace
+    from unifybench.runner import run
+    from unifybench.runspec import make_benchmark
     from unifybench.store import write_json
     path = suite / "calibration.json"
     cal = json.loads(path.read_text()) if path.is_file() else {}
     for r in plan.runs:
         spec = run_spec(suite, r.row)
         first = (options.get("concepts") or [c.name for c in make_benchmark(r.benchmark, options.get("data_root")).concepts()])[:1]
-        spec.concepts, spec.output_dir, spec.resume = first, suite / "calibration" / r.row, False
+        spec = replace(spec, concepts=first, output_dir=suite / "calibration" / r.row, resume=False)
         t0 = time.perf_counter()
         run(spec)
         cal[r.row] = {"seconds_per_concept": time.perf_counter() - t0, "device": options["device"],

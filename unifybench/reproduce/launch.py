@@ -25,7 +25,7 @@ SLURM_KEYS = ("partition", "gpus", "time", "account", "cpus", "mem", "array", "q
 
 def run_spec(suite: Path, row: str):
     """The RunSpec of one planned row (the narrow surface to the runner)."""
-    from unifybench.runner import RunSpec
+    from unifybench.runspec import RunSpec
     man = read_manifest(suite)
     planned = next((r for r in man["runs"] if r["row"] == row), None)
     if planned is None:
