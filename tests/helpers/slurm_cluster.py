@@ -95,6 +95,15 @@ class SlurmCluster:
         return "the node never became idle (see slurmd.log)"
 
     def stop(self) -> None:
+        # Jobs first (this scratch cluster holds only the test's), so no job step outlives slurmd.
+        if self.conf.is_file() and (self.root / "slurmctld.pid").is_file():
+            env = self.env()
+            subprocess.run(["scancel", "--full", "--quiet", "--partition", "ci"], env=env, capture_output=True)
+            for _ in range(100):
+                out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+                if out.returncode != 0 or not out.stdout.strip():
+                    break
+                time.sleep(0.2)
         for pidfile in self.pidfiles:   # slurmd, slurmctld, then munged; by pidfile, never by name
             try:
                 pid = int(pidfile.read_text().strip())
