@@ -91,6 +91,8 @@ BENCHMARKS.register("unifybench", "unifybench.data.unifybench:UnifyBench",
                     "UnifyBench (UniCTokens paper): 20 concepts, understanding + generation + knowledge T2I")
 BENCHMARKS.register("yollava", "unifybench.data.yollava:YoLLaVA",
                     "Yo'LLaVA (NeurIPS 2024): 40 concepts, recognition, visual + text A/B QA (circular), generation")
+BENCHMARKS.register("mc-llava", "unifybench.data.mc_llava:MCLLaVA",
+                    "MC-LLaVA: 2-4 concept scenarios; single/multi-concept recognition, VQA, choice, grounding, captions")
 BENCHMARKS.register("dreambench", "unifybench.data.dreambench:DreamBench",
                     "DreamBench (DreamBooth, CVPR 2023): 30 subjects x 25 prompts x 4 images")
 
