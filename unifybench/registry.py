@@ -145,6 +145,8 @@ EVALUATORS.register("bleu", "unifybench.evaluators.bleu:Bleu",
                     "BLEU of answers vs the reference: word BLEU-4 (sacrebleu); preset unictokens = char BLEU (nltk)")
 EVALUATORS.register("mc", "unifybench.evaluators.multiple_choice:MultipleChoice",
                     "Multiple choice: letter or option text, circular over option orders, constant-'A' beside it")
+EVALUATORS.register("caption", "unifybench.evaluators.caption:CaptionRecall",
+                    "Caption recall (MC-LLaVA): the fraction of the image's concepts the caption names")
 EVALUATORS.register("judge_qa", "unifybench.evaluators.judge_qa:JudgeQA",
                     "LLM judge (OpenAI-compatible server): 0 / 0.5 / 1 for a free-form answer vs the reference")
 EVALUATORS.register("t2i_score", "unifybench.evaluators.knowledge:KnowledgeT2I",
