@@ -101,6 +101,8 @@ METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
 METHODS.register("unictokens", "unifybench.methods.unictokens:UniCTokens", "UniCTokens (NeurIPS 2025): unified concept tokens on Show-o, three-stage training")
 METHODS.register("yollava", "unifybench.methods.yollava:YoLLaVA",
                  "Yo'LLaVA (NeurIPS 2024): <sks> + 16 latent tokens on LLaVA-1.5, hard negatives, text-only QA")
+METHODS.register("mc-llava", "unifybench.methods.mc_llava:MCLLaVA",
+                 "MC-LLaVA: <name> + 16 latent tokens per concept, trained jointly per scenario on LLaVA-1.6 (anyres)")
 METHODS.register("chameleon-full-ft", "unifybench.methods.full_finetune:ChameleonFullFinetune",
                  "Full-model fine-tuning of Chameleon/Anole (Yo'Chameleon supp. Table 1): 'A photo of <sks>', lr 1e-7")
 
