@@ -206,6 +206,7 @@ class MCLLaVA(SoftPromptMethod):
         concepts = benchmark.joint_concepts(concept)
         members = [c.name for c in concepts]
         key = "_".join(members)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         artifact = Path(out_dir) / "concept_tokens.safetensors"
         if self._joint is not None and self._joint[0] == key:   # a scenario is trained once; same seed, same rows
             _, tokens, samples, losses, extra = self._joint

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
@@ -39,8 +40,8 @@ class _Vision:
     def _tower_input(self, image: Image.Image) -> torch.Tensor:
         fill = tuple(int(round(255 * m)) for m in self.mean)
         square, _ = self._square(image.convert("RGB"), fill)
-        x = torch.tensor(list(square.resize((self.size, self.size), Image.BICUBIC).getdata()), dtype=torch.float32)
-        x = x.view(self.size, self.size, 3).permute(2, 0, 1) / 255.0
+        x = torch.from_numpy(np.asarray(square.resize((self.size, self.size), Image.BICUBIC), dtype=np.float32))
+        x = x.permute(2, 0, 1) / 255.0
         x = (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
         return x[None].to(self.backbone.device, self.backbone.dtype)
 
@@ -56,7 +57,7 @@ class _Vision:
         with Image.open(mask_path) as m:
             mask = m.convert("L")
         square, _ = self._square(mask, 0)
-        x = torch.tensor(list(square.resize((self.size, self.size), Image.NEAREST).getdata()), dtype=torch.float32)
+        x = torch.from_numpy(np.asarray(square.resize((self.size, self.size), Image.NEAREST), dtype=np.float32))
         x = x.view(1, 1, self.size, self.size)
         top = float(x.max())
         fg = (x > top / 2).float() if top > 0 else x
@@ -113,7 +114,7 @@ def place_marks(maps: list[torch.Tensor], tau: float, gamma: float) -> list[tupl
     """(x, y) of each concept's maximum when more than `gamma` of its pixels exceed `tau`, else None."""
     points = []
     for m in maps:
-        if float((m > tau).float().mean()) > gamma:
+        if int((m > tau).sum()) > gamma * m.numel():   # the fraction of pixels above tau, without rounding
             row, col = divmod(int(m.argmax()), m.shape[1])
             points.append((col, row))
         else:
