@@ -79,7 +79,8 @@ class MCLLaVAConfig:
     """Defaults: the public code's train_joint.py with every data source on (notes 2.5-2.6)."""
 
     base_model: str = "llava-1.6"        # "llava-1.6" (LLaVA-NeXT, anyres) | "llava-1.5"
-    backbone: str = "13b"                # "13b", "7b", "tiny", a folder or a cached hub id (--model llava= wins)
+    backbone: str = "13b"                # "13b", "7b", "tiny", a folder or a cached hub id (--model llava-next=
+                                         # PATH wins; --model llava=PATH for base_model="llava-1.5")
     num_tokens: int = 16                 # latent tokens per concept
     max_concepts: int = 4                # identifier slots in the vocabulary (the largest scenario)
     init: str = "kmeans"                 # "kmeans" (masked visual features) | "random"
@@ -158,7 +159,7 @@ class MCLLaVA(SoftPromptMethod):
         return text
 
     def _system(self, members: list[str], marks: dict[str, int] | None = None) -> str:
-        from unifybench.models.llava import SYSTEM
+        from unifybench.models.llava.backbone import SYSTEM
         text = SYSTEM + " " + self.definitions(members)
         for m, number in (marks or {}).items():
             text += f" <{m}> is located at 'Mark Number {number}'."

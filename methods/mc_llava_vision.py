@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from unifybench.errors import UserError
 
+ROLE_NEXT, ROLE_15 = "llava-next", "llava"   # --model roles of the two base models
+
 
 class _Vision:
     """Shared: the vision tower, its input size and normalisation, patch features of padded photos."""
@@ -144,8 +146,9 @@ class LlavaNextVision(_Vision):
 
     @classmethod
     def load(cls, setting: str, ctx, dtype, token_names):
-        from unifybench.models.llava_next.backbone import LlavaNextBackbone, llava_next_path
-        path = llava_next_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.llava_next.backbone import LlavaNextBackbone
+        from unifybench.models.weights import resolve
+        path = resolve(ROLE_NEXT, setting, ctx)
         return cls(LlavaNextBackbone.load(path, device=ctx.device, dtype=dtype, new_tokens=token_names,
                                           seed=ctx.seed))
 
@@ -176,8 +179,9 @@ class LlavaVision(_Vision):
 
     @classmethod
     def load(cls, setting: str, ctx, dtype, token_names):
-        from unifybench.models.llava import LlavaBackbone, llava_path
-        path = llava_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import resolve
+        path = resolve(ROLE_15, setting, ctx)
         return cls(LlavaBackbone.load(path, device=ctx.device, dtype=dtype, new_tokens=token_names, seed=ctx.seed))
 
     def encode(self, image: Image.Image):

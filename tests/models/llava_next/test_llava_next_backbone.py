@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.llava import SYSTEM
+from unifybench.models.llava.backbone import SYSTEM
 from unifybench.models.llava_next.backbone import LlavaNextBackbone
 from unifybench.models.llava_next.tiny import tiny_llava_next_path
 
@@ -44,6 +44,6 @@ def test_counts_depend_on_size_and_markers_are_checked(backbone):
 
 
 def test_wrong_model_type_is_one_line(tmp_path):
-    from unifybench.models.tiny_llava import tiny_llava_path
+    from unifybench.models.llava.tiny import tiny_llava_path
     with pytest.raises(UserError, match="model_type is 'llava', expected 'llava_next'"):
         LlavaNextBackbone.load(tiny_llava_path(tmp_path))

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.llava import SYSTEM, LlavaBackbone
+from unifybench.models.llava.backbone import SYSTEM, LlavaBackbone
 from unifybench.models.local import load_pretrained, quiet_transformers
 
 DEFAULT_ID = "llava-hf/llava-v1.6-vicuna-13b-hf"
@@ -126,14 +126,3 @@ class LlavaNextBackbone(LlavaBackbone):
             step = torch.tensor([[token]], device=self.device)
         return new
 
-
-def llava_next_path(name: str, ctx_models: dict, cache_dir: Path, role: str = "llava") -> Path:
-    """The local folder for a backbone setting: "tiny", "13b", "7b", a hub id or a path; `--model llava=PATH`
-    wins over the setting."""
-    from unifybench.models.local import resolve_model_path
-    if ctx_models.get(role):
-        return resolve_model_path(ctx_models[role])
-    if name == "tiny":
-        from unifybench.models.llava_next.tiny import tiny_llava_next_path
-        return tiny_llava_next_path(cache_dir / "tiny")
-    return resolve_model_path(KNOWN_IDS.get(name, name))

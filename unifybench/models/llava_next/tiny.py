@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from unifybench.models.local import quiet_transformers
-from unifybench.models.tiny_cache import build_once
-from unifybench.models.tiny_llava import _build_tokenizer
+from unifybench.models.llava.tiny import _build_tokenizer   # the same tiny Llama tokenizer as the tiny LLaVA
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 VERSION = "llava-next-v1"      # bump when the recipe changes
 IMAGE_SIZE = 32
@@ -51,6 +51,6 @@ def _build(out: Path) -> None:
 
 
 def tiny_llava_next_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/llava-next-v1`, built once."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
-    return build_once(root / VERSION, _build)
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/llava-next-v1`, built once
+    (imported by `unifybench.models.weights` only)."""
+    return build_once(tiny_root(cache_dir) / VERSION, _build)
