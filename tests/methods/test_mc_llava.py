@@ -124,20 +124,41 @@ def test_llava_15_setting_fits(cache, bench, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["mini", "mc-llava"])
-def test_cli_run_end_to_end(where, cache, mc_bench, tmp_path):
+def test_cli_run_end_to_end_fills_the_table_rows(where, cache, mc_bench, tmp_path):
+    """A tiny run on the mini benchmark fills Table 1's MC-LLaVA row; one on the fixture (a two- and a
+    three-concept scenario, the visual prompt on, the single-concept presets) fills Table 2's MC-LLaVA
+    columns."""
+    import json
+
+    from unifybench import tables
+    from unifybench.resultsfile import load_results
     cmd = [sys.executable, "-m", "unifybench.cli", "run", "--method", "mc-llava", "--preset", "tiny",
            "--output-dir", str(tmp_path / "run"), "--cache-dir", str(cache), "--no-progress"]
     if where == "mini":
-        cmd += ["--concepts", "dog"]
-    else:   # a two-concept and a three-concept scenario, with the visual prompt
+        cmd += ["--concepts", "dog", "--eval-preset", "recognition=unictokens", "--eval-preset", "bleu=unictokens"]
+    else:
         cmd += ["--benchmark", "mc-llava", "--data-root", str(mc_bench.root), "--concepts", "Yu,Ben",
-                "--set", "visual_prompt=true"]
+                "--set", "visual_prompt=true"] + [a for e in ("recognition", "bleu", "mc")
+                                                  for a in ("--eval-preset", f"{e}=mc-llava-single")]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    import json
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
-    res = doc["results"]["unifybench-mini" if where == "mini" else "mc-llava"]
+    bench = "unifybench-mini" if where == "mini" else "mc-llava"
+    res = doc["results"][bench]
     assert res["recognition"]["n"] > 0 and res["bleu"]["n"] > 0 and doc["tiny"]
-    if where == "mc-llava":
-        assert res["caption"]["n"] > 0 and res["mc"]["n"] > 0
+    spec = tables.load_spec("unictokens_table1" if where == "mini" else "unictokens_table2_understanding")
+    table = tables.build_table(spec, [load_results(tmp_path / "run")])
+    line = [l for l in table.lines if l.kind == "reproduced"]
+    assert len(line) == 1 and line[0].row_id == "mc_llava"
+    cells = line[0].cells
+    if where == "mini":
+        assert cells["rec_weight"].full == pytest.approx(res["recognition"]["value"])
+        assert cells["vqa_bleu"].full == pytest.approx(res["bleu"]["by_task"]["vqa"]["value"])
+    else:
+        assert res["caption"]["n"] > 0
         assert (tmp_path / "run" / "concepts" / "Ben" / "visual_prompt_banks.safetensors").is_file()
+        # the single-concept portion only: Yu's own and Alex's test images, no multi-concept image
+        assert res["recognition"]["per_concept_detail"]["Yu"]["n_positive"] == 2
+        assert cells["mcllava_rec_weight"].full == pytest.approx(res["recognition"]["value"])
+        assert cells["mcllava_vqa_bleu"].full == pytest.approx(res["bleu"]["by_task"]["vqa"]["value"])
+        assert cells["mcllava_qa_acc"].full == pytest.approx(res["mc"]["by_kind"]["text"]["value"])
