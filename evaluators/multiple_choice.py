@@ -25,6 +25,10 @@ at "A" for 396 of its 400 questions, so without rotations a constant "A" would s
 Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines: correct iff the correct
 option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer naming both options
 counts as correct), on the orders as given (rotation 0 only), no circular evaluation.
+
+Presets ``mc-llava`` / ``mc-llava-single``: MC-LLaVA eval.py's rule: the reply must equal the letter exactly
+(``parser="exact"``: "A." or "a" is wrong), no rotations; ``-single`` scores the single-concept items only
+(``si_sq`` visual choice and ``s`` text-only choice; ``by_kind`` splits them).
 """
 from __future__ import annotations
 
@@ -109,12 +113,14 @@ class MultipleChoice(Evaluator):
     tasks = frozenset({MC})
     defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True}
     presets = {"default": {},
-               "yochameleon": {"parser": "text_substring", "circular": False}}
+               "yochameleon": {"parser": "text_substring", "circular": False},
+               "mc-llava": {"parser": "exact", "circular": False},
+               "mc-llava-single": {"parser": "exact", "circular": False, "types": ["si_sq", "s"]}}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
-        if self.params["parser"] not in ("letter_or_text", "text_substring"):
-            raise UserError(f"mc: parser must be 'letter_or_text' or 'text_substring', "
+        if self.params["parser"] not in ("letter_or_text", "text_substring", "exact"):
+            raise UserError(f"mc: parser must be 'letter_or_text', 'text_substring' or 'exact', "
                             f"got {self.params['parser']!r}")
 
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
@@ -140,6 +146,9 @@ class MultipleChoice(Evaluator):
             if self.params["parser"] == "letter_or_text":
                 parsed, how = parse_choice(pred.text, item.options)
                 correct = parsed == item.answer
+            elif self.params["parser"] == "exact":
+                parsed, how = (pred.text, "exact") if pred.text in letters else (None, None)
+                correct = pred.text == item.answer
             else:
                 low = pred.text.lower()
                 named = [lt for lt, text in item.options if text and text.lower() in low]

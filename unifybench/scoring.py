@@ -30,7 +30,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         task_of: dict[str, str] = {}
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
-                items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
+                items = [i for i in benchmark.items(concept) if i.task in ev.tasks and ev.selects(i)]
                 preds = {p.id: p for p in predictions.get(concept.name, []) if p.task in ev.tasks}
                 n_missing += sum(1 for i in items if i.id not in preds)
                 items = [i for i in items if i.id in preds]
