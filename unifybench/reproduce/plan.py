@@ -8,7 +8,9 @@ row's own preset applied over it as settings (``stage1`` -> ``stages=1`` on the 
 ablation row stays that ablation. Every run goes on its row by name (the table is told the row), never by
 guessing from the results file's preset.
 
-Evaluators: every metric column the runnable can answer (its tasks, minus ``not_scored_by``) brings its
+One benchmark per run (tiny: the mini; else the spec's first full benchmark, or the first column's): a
+column that reads another benchmark is listed as not run for that row. Evaluators: every metric column
+on the run's benchmark that the runnable can answer (its tasks, minus ``not_scored_by``) brings its
 evaluator with the column's first accepted preset (``default`` is the evaluator's default). Two columns
 asking one evaluator for presets with no common choice are a spec error. Judge evaluators need
 ``--judge-base-url``; API rows need ``--api-base-url``; without them they are listed as skipped with why.
@@ -114,7 +116,7 @@ def _benchmark(spec: Spec, tiny: bool) -> str:
     return "unifybench"
 
 
-def _evaluators(spec: Spec, cls, judge: bool) -> tuple[list[str], dict[str, str], dict[str, str]]:
+def _evaluators(spec: Spec, cls, judge: bool, benchmark: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
     from unifybench.registry import EVALUATORS
     names: list[str] = []
     accepted: dict[str, list[str] | None] = {}
@@ -124,6 +126,10 @@ def _evaluators(spec: Spec, cls, judge: bool) -> tuple[list[str], dict[str, str]
             continue
         ev = col.evaluator
         ev_cls = EVALUATORS.get(ev)
+        reads = col.benchmarks or spec.benchmarks
+        if reads is not None and benchmark not in reads:   # one benchmark per run: say what is left out
+            skipped[f"{ev} [{col.id}]"] = f"the column reads {'/'.join(reads)}; this run is on {benchmark}"
+            continue
         forgetting = col.source == "forgetting"
         if not forgetting and (not (ev_cls.tasks & cls.tasks) or ev in cls.not_scored_by):
             continue
@@ -170,12 +176,13 @@ def build_plan(spec_name: str, tiny: bool, rows: list[str] | None = None, api_ba
                 plan.skipped[row.id] = "calls an OpenAI-compatible server: pass --api-base-url URL"
                 continue
             overrides = {**overrides, "base_url": api_base_url}
-        names, presets, skipped = _evaluators(spec, cls, bool(judge_base_url))
+        bench = _benchmark(spec, tiny)
+        names, presets, skipped = _evaluators(spec, cls, bool(judge_base_url), bench)
         if not names:
             plan.skipped[row.id] = "none of the table's evaluators can score it here: " + (
                 "; ".join(f"{k} {v}" for k, v in skipped.items()) or "no column fits its tasks")
             continue
         plan.runs.append(PlannedRun(row=row.id, label=row.label, method=cls.name, preset=preset,
-                                    overrides=overrides, benchmark=_benchmark(spec, tiny), evaluators=names,
+                                    overrides=overrides, benchmark=bench, evaluators=names,
                                     evaluator_presets=presets, tiny=tiny, api=api, skipped_evaluators=skipped))
     return plan
