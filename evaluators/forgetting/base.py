@@ -83,12 +83,13 @@ class ModelEvaluator(Evaluator):
 
 # ------------------------------------------------------------------------------ generation helpers
 
-def build_prompt(backbone, prefix_ids: list[int] | None, parts: list) -> list[int]:
+def build_prompt(backbone, prefix_ids: list[int] | None, parts: list, end_of_turns: int = 1) -> list[int]:
     """`<s> [prefix] part... <eot>`: a str part is encoded as text, any other part is an image (PIL) block.
 
     With a prefix, a text part that comes first gets a leading space (as the methods write
-    `<personalized prompt> <question>`); an image right after the prefix needs none. A backbone with its own
-    question format (`chat_ids`) builds it.
+    `<personalized prompt> <question>`); an image right after the prefix needs none. `end_of_turns` > 1
+    repeats the end of turn (Yo'Chameleon's MMBench script writes one into the text and its processor
+    appends another). A backbone with its own question format (`chat_ids`) builds it (one end of turn).
     """
     if hasattr(backbone, "chat_ids"):
         return backbone.chat_ids(prefix_ids, parts)
@@ -101,7 +102,7 @@ def build_prompt(backbone, prefix_ids: list[int] | None, parts: list) -> list[in
             ids += backbone.encode_text(text)
         else:
             ids += [backbone.boi_id] + backbone.encode_images([part])[0].tolist() + [backbone.eoi_id]
-    return ids + [backbone.eot_id]
+    return ids + [backbone.eot_id] * int(end_of_turns)
 
 
 def decode_answer(backbone, ids: list[int], skip: set[int] | None = None) -> str:
@@ -113,11 +114,11 @@ def decode_answer(backbone, ids: list[int], skip: set[int] | None = None) -> str
 
 
 def answer_text(backbone, prefix_ids: list[int] | None, parts: list, max_new_tokens: int,
-                skip: set[int] | None = None) -> str:
+                skip: set[int] | None = None, end_of_turns: int = 1) -> str:
     """Greedy text-only answer to `parts` (text and images), decoded without special tokens."""
     import torch
     require(backbone, "generate_text", "encode_images", "encode_text", "boi_id", "eoi_id", "eot_id", "tokenizer",
             what="a generative forgetting evaluator")
-    ids = build_prompt(backbone, prefix_ids, parts)
+    ids = build_prompt(backbone, prefix_ids, parts, end_of_turns)
     out = backbone.generate_text(torch.tensor([ids]), max_new_tokens=max_new_tokens)
     return decode_answer(backbone, out, set(prefix_ids or ()) | set(skip or ()))
