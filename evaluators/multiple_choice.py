@@ -6,12 +6,15 @@ letters stay A, B, ...; ``answer`` follows its text), the id is ``"<base id>@<k>
 ``("base_id", <base id>)``, ``("rotation", "<k>")`` and ``("n_rotations", "<N>")``. Rotation 0 is the order
 in the source file. A model answers every order as a separate item.
 
-**Parsing** (``parser="letter_or_text"``, the default): the reply's option letter, read at the start of
-the reply ("B", "B.", "(B)", "B) cat", "Answer: B", "The answer is B"; a bare "A" followed by a word is
-the article unless that word is option A's text), else the option text: the whole reply equal to one
-option's text, or exactly one option's text contained as a whole phrase (case-insensitive; an option
-whose every match lies inside a longer matching option's match does not count). Anything else is
-unparsed: scored wrong and counted in ``n_unparsed``.
+**Parsing** (``parser="letter_or_text"``, the default): markdown emphasis (``**B**``, ``*B*``, backticks) and
+leading heading, quote and list markers (``### B``, ``> B``, ``- B``) are dropped; then the reply's option
+letter, read at the start of the reply ("B", "B.", "(B)", "B) cat", "Answer: B", "The answer is B", "The
+answer is option B", hedged: "I think B", "My answer is B"; a bare "A" followed by a word is the article
+unless that word is option A's text), else the option text: the whole reply equal to one option's text, or
+exactly one option's text contained as a whole phrase (case-insensitive; an option whose every match lies
+inside a longer matching option's match does not count). A reply naming two options ("B or C", "B/C", "B
+and C", "a dog or a cat") is **ambiguous**: unparsed, and counted apart as ``n_ambiguous``. Anything
+unparsed is scored wrong and counted in ``n_unparsed``.
 
 **Score.** Each order is scored 0/1. With ``circular=True`` a question counts as correct only if every one
 of its orders is correct; a question with a failed order (a model error) or with orders missing is left
@@ -19,7 +22,7 @@ out (``n_incomplete``). Per concept the mean over questions, then the mean over 
 
 Beside the value: ``const_a_accuracy``, the same number for an answerer that always picks the first
 option ("A"), on the same items; ``per_order_accuracy`` and ``const_a_per_order_accuracy`` (every order
-scored on its own); ``n_unparsed``, ``n_questions``, ``n_incomplete``. Yo'LLaVA's text QA has the answer
+scored on its own); ``n_unparsed`` (of which ``n_ambiguous``), ``n_questions``, ``n_incomplete``. Yo'LLaVA's text QA has the answer
 at "A" for 396 of its 400 questions, so without rotations a constant "A" would score 0.99.
 
 Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines: correct iff the correct
@@ -75,19 +78,33 @@ def order_info(item: Item) -> tuple[str, int, int | None]:
 
 # ------------------------------------------------------------------------------------------- parsing
 
-_PREFIX = r"(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*)?"
+_HEDGE = r"(?:(?:i\s+(?:think|believe|guess|would\s+say|'d\s+say|choose|pick|go\s+with)|my\s+(?:final\s+)?(?:answer|choice|guess)\s+is)\s*[:：]?\s*)?"
+_PREFIX = (_HEDGE + r"(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*)?"
+           r"(?:(?:option|choice|letter)\s+)?")
 _LETTER = re.compile(rf"^\s*(?P<prefix>{_PREFIX})(?P<open>[(\[]?)(?P<letter>[A-Za-z])(?P<close>[)\]]?)"
                      r"(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 _EDGE = ".,;:!?\"'`*()[]{} \t\n"
+_MARKUP = re.compile(r"[*`]+")                     # **B**, *B*, `B`: emphasis and code marks
+_LEAD = re.compile(r"^[\s#>\-+•]+")                 # "### B", "> B", "- B": heading, quote, list markers
+_SECOND = re.compile(r"^\s*[)\].:]?\s*(?:or|and|&|/|,)\s*(?:option\s+)?[(\[]?(?P<letter>[A-Za-z])(?![A-Za-z0-9])",
+                     re.IGNORECASE)
 
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower()).strip().strip(_EDGE).strip()
 
 
+def unmarked(reply: str) -> str:
+    """The reply without markdown emphasis and without leading heading, quote and list markers."""
+    return _LEAD.sub("", _MARKUP.sub("", reply))
+
+
 def parse_letter(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
-    """The option letter the reply starts with, or None (see the module doc for the accepted forms)."""
-    m = _LETTER.match(reply)
+    """The option letter the reply starts with, or None (see the module doc for the accepted forms).
+
+    A reply that starts with two option letters ("B or C", "B/C", "B and C") names no single option: None
+    (the caller counts it as ambiguous, see :func:`is_ambiguous`)."""
+    m = _LETTER.match(unmarked(reply))
     if not m:
         return None
     letter, rest, prefix = m.group("letter"), m.group("rest"), bool(m.group("prefix"))
@@ -96,6 +113,9 @@ def parse_letter(reply: str, options: tuple[tuple[str, str], ...]) -> str | None
     if letter.upper() not in by_upper or (opened and not closed) or rest[:1].isalnum():
         return None                                    # not an option, "(B cat", "Ant", "B1"
     found = by_upper[letter.upper()]
+    second = _SECOND.match(rest)
+    if second and second.group("letter").upper() in by_upper and (letter.isupper() or prefix or closed):
+        return None                                    # "B or C", "(B)/(C)": two options named
     tail = rest.strip()
     if closed or not tail.strip(_EDGE):
         return found                                   # "(B)", "B)", "[B] cat", "B", "B.", "b"
@@ -109,12 +129,25 @@ def parse_letter(reply: str, options: tuple[tuple[str, str], ...]) -> str | None
     return None                                        # "A cat sits here": the article
 
 
-def parse_text(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
-    """The one option whose text is the whole reply or is contained in it as a whole phrase, else None."""
-    norm = _norm(reply)
+def is_ambiguous(reply: str, options: tuple[tuple[str, str], ...]) -> bool:
+    """True when the reply starts with two different option letters joined by or/and/slash/comma."""
+    m = _LETTER.match(unmarked(reply))
+    if not m or m.group("rest")[:1].isalnum():
+        return False
+    by_upper = {lt.upper() for lt, _ in options}
+    second = _SECOND.match(m.group("rest"))
+    return bool(second and m.group("letter").upper() in by_upper and second.group("letter").upper() in by_upper
+                and second.group("letter").upper() != m.group("letter").upper()
+                and (m.group("letter").isupper() or m.group("prefix") or m.group("close")))
+
+
+def text_hits(reply: str, options: tuple[tuple[str, str], ...]) -> list[str]:
+    """The options whose text is the whole reply, else those contained in it as a whole phrase (an option
+    whose every match lies inside a longer option's match does not count)."""
+    norm = _norm(unmarked(reply))
     exact = [lt for lt, text in options if _norm(text) and _norm(text) == norm]
     if len(exact) == 1:
-        return exact[0]
+        return exact
     spans: dict[str, list[tuple[int, int]]] = {}
     for lt, text in options:
         t = _norm(text)
@@ -125,17 +158,27 @@ def parse_text(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
     def covered(lt: str) -> bool:   # every match of lt lies inside a longer match of another option
         return all(any(o != lt and os <= s and e <= oe and (oe - os) > (e - s)
                        for o, oss in spans.items() for os, oe in oss) for s, e in spans[lt])
-    hits = [lt for lt in spans if not covered(lt)]
+    return [lt for lt in spans if not covered(lt)]
+
+
+def parse_text(reply: str, options: tuple[tuple[str, str], ...]) -> str | None:
+    """The one option whose text is the whole reply or is contained in it as a whole phrase, else None."""
+    hits = text_hits(reply, options)
     return hits[0] if len(hits) == 1 else None
 
 
 def parse_choice(reply: str, options: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
-    """(letter, how): how is "letter", "text", or None when the reply names no single option."""
+    """(letter, how): how is "letter" or "text"; (None, "ambiguous") when the reply names two or more
+    options ("B or C", "a dog or a cat"); (None, None) when it names none."""
     letter = parse_letter(reply, options)
     if letter is not None:
         return letter, "letter"
-    letter = parse_text(reply, options)
-    return (letter, "text") if letter is not None else (None, None)
+    if is_ambiguous(reply, options):
+        return None, "ambiguous"
+    hits = text_hits(reply, options)
+    if len(hits) == 1:
+        return hits[0], "text"
+    return (None, "ambiguous") if len(hits) > 1 else (None, None)
 
 
 # ----------------------------------------------------------------------------------------- evaluator
@@ -245,6 +288,8 @@ class MultipleChoice(Evaluator):
             "const_a_per_order_accuracy": mean(per_order(scores_by_concept[c], True) for c in concepts),
             "n_unparsed": sum(1 for c in concepts for s in scores_by_concept[c]
                               if s.failed is None and s.detail.get("parsed") is None),
+            "n_ambiguous": sum(1 for c in concepts for s in scores_by_concept[c]
+                               if s.failed is None and s.detail.get("parsed_by") == "ambiguous"),
             "n_questions": n_questions,
             "n_incomplete": n_incomplete,
             "circular": bool(self.params["circular"]),

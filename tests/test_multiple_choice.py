@@ -22,13 +22,37 @@ ABCD = (("A", "Red"), ("B", "Green"), ("C", "Hot dog"), ("D", "Dog"))
     ("B. Dog", "B"),                                    # the letter wins over the text after it
     ("A cat.", "B"), ("a dog", "A"),                    # "A"/"a" followed by a word is the article
     ("Cat", "B"), ("cat.", "B"), ("It is a cat.", "B"), ("DOG", "A"),
-    ("Both a dog and a cat", None), ("I think B", None), ("Bird", None), ("", None), ("C", None),
+    ("Both a dog and a cat", None), ("Bird", None), ("", None), ("C", None),
     ("Catalog", None),                                  # "cat" only inside another word
 ])
 def test_parse_two_options(reply, expected):
     letter, how = parse_choice(reply, AB)
     assert letter == expected
-    assert (how is None) == (expected is None)
+    assert (how in (None, "ambiguous")) == (expected is None)
+
+
+# Hand-read: what a person reading the reply takes as the chosen option (None: no single option).
+@pytest.mark.parametrize("reply,expected,how", [
+    ("**B**", "B", "letter"), ("*B*", "B", "letter"), ("Answer: **B**", "B", "letter"), ("- B", "B", "letter"),
+    ("> B", "B", "letter"), ("### B", "B", "letter"), ("I think B", "B", "letter"),
+    ("I think the answer is C.", "C", "letter"), ("My answer is: D", "D", "letter"),
+    ("The answer is option B", "B", "letter"), ("`C`", "C", "letter"), ("**B.** Green", "B", "letter"),
+    ("Answer:\n\n**A**", "A", "letter"), ("- **Green**", "B", "text"),
+    ("B or C", None, "ambiguous"), ("B/C", None, "ambiguous"), ("B and D", None, "ambiguous"),
+    ("(A) or (C)", None, "ambiguous"), ("**B** or **C**", None, "ambiguous"), ("I think B or C", None, "ambiguous"),
+    ("red or green", None, "ambiguous"), ("I am not sure", None, None), ("E", None, None),
+])
+def test_parse_markdown_hedges_and_two_options_named(reply, expected, how):
+    assert parse_choice(reply, ABCD) == (expected, how)
+
+
+def test_ambiguous_replies_are_unparsed_wrong_and_counted(tmp_path):
+    items = {"bo": [Item("y/bo/mc/0", "bo", MC, "?", options=ABCD, answer="B"),
+                    Item("y/bo/mc/1", "bo", MC, "?", options=ABCD, answer="B"),
+                    Item("y/bo/mc/2", "bo", MC, "?", options=ABCD, answer="B")]}
+    res = _run(MultipleChoice(), items, {"y/bo/mc/0": "B or C", "y/bo/mc/1": "**B**", "y/bo/mc/2": "no idea"},
+               tmp_path)
+    assert res["value"] == pytest.approx(1 / 3) and res["n_unparsed"] == 2 and res["n_ambiguous"] == 1
 
 
 @pytest.mark.parametrize("reply,expected", [

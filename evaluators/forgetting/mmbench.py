@@ -24,7 +24,7 @@ token. The reply is that one token (the script keeps the text after the prompt's
 the same extraction. The Yo'Chameleon supplementary Table 1 "MMBench" column reads this preset.
 
 **Extraction.** :func:`unifybench.evaluators.multiple_choice.parse_choice` (the reply's option letter, else
-one option's text). When that fails and a judge is configured and on (``judge=True``, ``--judge-base-url``,
+one option's text; a reply naming several options is ambiguous, counted in ``n_ambiguous``). When that fails and a judge is configured and on (``judge=True``, ``--judge-base-url``,
 not ``--judge none``), the judge is asked which option the reply means (prompt ``mmbench-v1``, a letter or Z
 for none). Whatever is still unresolved (no judge, judge says Z, judge request failed) is **wrong and
 counted** (``n_unparsed``, ``n_judge_failed``); it is never replaced by a random option. A generation that
@@ -154,6 +154,7 @@ def summarise(orders: list[dict]) -> dict[str, Any]:
         "n_rule": sum(1 for o in scored if o.get("how") in ("letter", "text")),
         "n_judged": sum(1 for o in scored if o.get("how") == "judge"),
         "n_unparsed": sum(1 for o in scored if o.get("how") is None),
+        "n_ambiguous": sum(1 for o in scored if o.get("ambiguous")),
         "n_judge_failed": sum(1 for o in scored if o.get("judge_error")),
         "per_category": {c: sum(v) / len(v) for c, v in sorted(by_cat.items())},
     }
@@ -215,9 +216,10 @@ class MMBench(ModelEvaluator):
         parsed, how = parse_choice(reply, order["options"])
         if parsed is not None:
             return {"parsed": parsed, "how": how}
+        unread = {"ambiguous": True} if how == "ambiguous" else {}   # names several options
         client = self.judge_client(ctx) if reply.strip() else None
         if client is None:
-            return {"parsed": None, "how": None}
+            return {"parsed": None, "how": None, **unread}
         letters = tuple(lt for lt, _ in order["options"])
         prompt = JUDGE_PROMPTS[self.params["judge_prompt"]]
         user = prompt["user"].format(question=order["question"], reply=reply,
@@ -226,9 +228,9 @@ class MMBench(ModelEvaluator):
                          self.params["judge_prompt"], lambda r: parse_judge_letter(r, letters),
                          label=f"{order['index']}@{order['rotation']}")
         if not res.ok:
-            return {"parsed": None, "how": None, "judge_error": res.error}
+            return {"parsed": None, "how": None, "judge_error": res.error, **unread}
         if res.value == "Z":
-            return {"parsed": None, "how": None, "judge": "Z"}
+            return {"parsed": None, "how": None, "judge": "Z", **unread}
         return {"parsed": res.value, "how": "judge"}
 
     def report_metrics(self, result: dict) -> dict[str, float | None]:
