@@ -88,6 +88,13 @@ class Evaluator:
         ok = [s.score for s in scores if s.failed is None]
         return sum(ok) / len(ok) if ok else None
 
+    def benchmark_value(self, per_concept: dict[str, float | None],
+                        scores_by_concept: dict[str, list[SampleScore]]) -> float | None:
+        """The benchmark's number: the mean of the per-concept values (the papers' "average over concepts").
+        An evaluator whose reference pools every sample instead overrides this."""
+        valued = [v for v in per_concept.values() if v is not None]
+        return sum(valued) / len(valued) if valued else None
+
 
 def resolve_weights(param: str | None, ctx: EvalContext, role: str, tiny_path, missing: str) -> Path | str:
     """An evaluator's checkpoint: its `backbone` param ("tiny" or a path), else the run's `--model ROLE=`,
@@ -104,7 +111,8 @@ def resolve_weights(param: str | None, ctx: EvalContext, role: str, tiny_path, m
 
 
 def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evaluator) -> dict[str, Any]:
-    """`{value, n, n_failed, per_concept}`: value is the mean of the per-concept values."""
+    """`{value, n, n_failed, per_concept}`: value is `evaluator.benchmark_value` (by default the mean of the
+    per-concept values)."""
     per_concept: dict[str, float | None] = {}
     n = n_failed = 0
     for concept in sorted(scores_by_concept):
@@ -112,6 +120,5 @@ def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evalua
         n += sum(1 for s in scores if s.failed is None)
         n_failed += sum(1 for s in scores if s.failed is not None)
         per_concept[concept] = evaluator.concept_value(scores)
-    valued = [v for v in per_concept.values() if v is not None]
-    return {"value": sum(valued) / len(valued) if valued else None, "n": n, "n_failed": n_failed,
+    return {"value": evaluator.benchmark_value(per_concept, scores_by_concept), "n": n, "n_failed": n_failed,
             "per_concept": per_concept}

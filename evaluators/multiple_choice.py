@@ -18,16 +18,19 @@ unparsed is scored wrong and counted in ``n_unparsed``.
 
 **Score.** Each order is scored 0/1. With ``circular=True`` a question counts as correct only if every one
 of its orders is correct; a question with a failed order (a model error) or with orders missing is left
-out (``n_incomplete``). Per concept the mean over questions, then the mean over concepts.
+out (``n_incomplete``). Per concept the mean over questions, then the mean over concepts
+(``aggregation="concept_mean"``); ``aggregation="pooled"``: correct questions / all questions, over every
+concept at once (the per-concept values stay beside it).
 
 Beside the value: ``const_a_accuracy``, the same number for an answerer that always picks the first
 option ("A"), on the same items; ``per_order_accuracy`` and ``const_a_per_order_accuracy`` (every order
 scored on its own); ``n_unparsed`` (of which ``n_ambiguous``), ``n_questions``, ``n_incomplete``. Yo'LLaVA's text QA has the answer
 at "A" for 396 of its 400 questions, so without rotations a constant "A" would score 0.99.
 
-Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines: correct iff the correct
-option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer naming both options
-counts as correct), on the orders as given (rotation 0 only), no circular evaluation.
+Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines (``baselines/chameleon-qa.py``):
+correct iff the correct option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer
+naming both options counts as correct), on the orders as given (rotation 0 only), no circular evaluation,
+and pooled: the script counts correct answers over all questions of all concepts and divides by the total.
 """
 from __future__ import annotations
 
@@ -188,15 +191,17 @@ class MultipleChoice(Evaluator):
     description = "Multiple choice: option letter or text, circular over option orders; constant-'A' beside it"
     version = "1"
     tasks = frozenset({MC})
-    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True}
+    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True, "aggregation": "concept_mean"}
     presets = {"default": {},
-               "yochameleon": {"parser": "text_substring", "circular": False}}
+               "yochameleon": {"parser": "text_substring", "circular": False, "aggregation": "pooled"}}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
         if self.params["parser"] not in ("letter_or_text", "text_substring"):
             raise UserError(f"mc: parser must be 'letter_or_text' or 'text_substring', "
                             f"got {self.params['parser']!r}")
+        if self.params["aggregation"] not in ("concept_mean", "pooled"):
+            raise UserError(f"mc: aggregation must be 'concept_mean' or 'pooled', got {self.params['aggregation']!r}")
 
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
               ctx: EvalContext) -> list[SampleScore]:
@@ -258,6 +263,12 @@ class MultipleChoice(Evaluator):
     def concept_value(self, scores: list[SampleScore]) -> float | None:
         return self._value(scores, const_a=False)
 
+    def benchmark_value(self, per_concept: dict[str, float | None],
+                        scores_by_concept: dict[str, list[SampleScore]]) -> float | None:
+        if self.params["aggregation"] == "concept_mean":
+            return super().benchmark_value(per_concept, scores_by_concept)
+        return self._value([s for c in sorted(scores_by_concept) for s in scores_by_concept[c]], const_a=False)
+
     def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
         def mean(values):
             values = [v for v in values if v is not None]
@@ -283,7 +294,9 @@ class MultipleChoice(Evaluator):
             n_questions += len(complete)
             n_incomplete += incomplete
         return {
-            "const_a_accuracy": mean(self._value(scores_by_concept[c], const_a=True) for c in concepts),
+            "const_a_accuracy": (mean(self._value(scores_by_concept[c], const_a=True) for c in concepts)
+                                 if self.params["aggregation"] == "concept_mean" else
+                                 self._value([s for c in concepts for s in scores_by_concept[c]], const_a=True)),
             "per_order_accuracy": mean(per_order(scores_by_concept[c], False) for c in concepts),
             "const_a_per_order_accuracy": mean(per_order(scores_by_concept[c], True) for c in concepts),
             "n_unparsed": sum(1 for c in concepts for s in scores_by_concept[c]

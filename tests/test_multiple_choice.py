@@ -175,7 +175,7 @@ def test_registered_and_validated():
     with pytest.raises(UserError):
         MultipleChoice(parser="regex")
     assert MultipleChoice(preset="yochameleon").describe()["params"] == {"parser": "text_substring",
-                                                                         "circular": False}
+                                                                         "circular": False, "aggregation": "pooled"}
 
 
 def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
@@ -197,3 +197,17 @@ def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
     assert res["value"] == pytest.approx((2 / 3 + 1.0) / 2)               # all of them: bo 2 of 3, mam 1 of 1
     plain = {c: [circular_items(Item(f"{c}/x", c, MC, "?", options=AB, answer="A"))[0]] for c in ("bo",)}
     assert "by_kind" not in _run(MultipleChoice(), plain, {"bo/x@0": "Dog"}, tmp_path)
+
+
+def test_yochameleon_preset_pools_every_question(tmp_path):
+    """chameleon-qa.py: correct / total over all questions of all concepts, not a mean of concept means."""
+    items = {"bo": _skewed("bo", 4, 0), "mam": _skewed("mam", 3, 0)}     # the right text is "Dog" everywhere
+    replies = {f"y/bo/mc/{q}@0": ("a dog" if q == 0 else "a cat") for q in range(4)}
+    replies.update({f"y/mam/mc/{q}@0": "Dog!" for q in range(3)})
+    pooled = _run(MultipleChoice(preset="yochameleon"), items, replies, tmp_path)
+    assert pooled["value"] == pytest.approx(4 / 7)                        # 1 + 3 right of 4 + 3
+    assert pooled["per_concept"] == {"bo": pytest.approx(1 / 4), "mam": 1.0}
+    by_concept = _run(MultipleChoice(preset="yochameleon", aggregation="concept_mean"), items, replies, tmp_path)
+    assert by_concept["value"] == pytest.approx((1 / 4 + 1) / 2)
+    with pytest.raises(UserError):
+        MultipleChoice(aggregation="median")
