@@ -31,6 +31,14 @@ Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines (``b
 correct iff the correct option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer
 naming both options counts as correct), on the orders as given (rotation 0 only), no circular evaluation,
 and pooled: the script counts correct answers over all questions of all concepts and divides by the total.
+
+Preset ``unictokens``: UniCTokens' ``eval/eval_p_mmu.py`` rule for its "choice" types, ``gt in pred``: correct
+iff the correct option's text occurs in the reply (case-sensitive substring), on the orders as given (rotation
+0 only), the mean over concepts: the single-order accuracy of UniCTokens Table 2's Yo'LLaVA "VQA Acc" / "QA
+Acc" (a coin flip scores 0.5 on A/B). Its test-data files are not published; the ground truth is taken to be
+the option text. Beside it, under ``beside_default``, the default preset's figure on the same answers (letter
+or text, circular over every order; a coin flip scores 0.25 on A/B), with its own ``by_kind``: our stricter
+number, never the paper's.
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, aggregate
 
 ROTATION_SEP = "@"
+PARSERS = ("letter_or_text", "text_substring", "gt_in_pred")
 
 
 # ------------------------------------------------------------------------------------- option orders
@@ -191,15 +200,17 @@ class MultipleChoice(Evaluator):
     description = "Multiple choice: option letter or text, circular over option orders; constant-'A' beside it"
     version = "1"
     tasks = frozenset({MC})
-    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True, "aggregation": "concept_mean"}
+    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True, "aggregation": "concept_mean",
+                                "beside_default": False}
     presets = {"default": {},
-               "yochameleon": {"parser": "text_substring", "circular": False, "aggregation": "pooled"}}
+               "yochameleon": {"parser": "text_substring", "circular": False, "aggregation": "pooled"},
+               "unictokens": {"parser": "gt_in_pred", "circular": False, "beside_default": True}}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
-        if self.params["parser"] not in ("letter_or_text", "text_substring"):
-            raise UserError(f"mc: parser must be 'letter_or_text' or 'text_substring', "
-                            f"got {self.params['parser']!r}")
+        if self.params["parser"] not in PARSERS:
+            raise UserError(f"mc: parser must be one of {', '.join(PARSERS)}, got {self.params['parser']!r}")
+        self._beside: dict[str, list[SampleScore]] = {}
         if self.params["aggregation"] not in ("concept_mean", "pooled"):
             raise UserError(f"mc: aggregation must be 'concept_mean' or 'pooled', got {self.params['aggregation']!r}")
 
@@ -226,6 +237,10 @@ class MultipleChoice(Evaluator):
             if self.params["parser"] == "letter_or_text":
                 parsed, how = parse_choice(pred.text, item.options)
                 correct = parsed == item.answer
+            elif self.params["parser"] == "gt_in_pred":      # case-sensitive, as `gt in pred`
+                named = [lt for lt, text in item.options if text and text in pred.text]
+                parsed, how = ("".join(named) or None), ("gt_in_pred" if named else None)
+                correct = bool(dict(item.options)[item.answer]) and dict(item.options)[item.answer] in pred.text
             else:
                 low = pred.text.lower()
                 named = [lt for lt, text in item.options if text and text.lower() in low]
@@ -233,6 +248,8 @@ class MultipleChoice(Evaluator):
                 correct = dict(item.options)[item.answer].lower() in low
             detail.update(parsed=parsed, parsed_by=how)
             out.append(SampleScore(item.id, concept.name, 1.0 if correct else 0.0, detail=detail))
+        if self.params["beside_default"]:   # our circular figure on the same answers, reported beside
+            self._beside[concept.name] = MultipleChoice().score(concept, items, predictions, ctx)
         return out
 
     # ---- aggregation
@@ -307,4 +324,12 @@ class MultipleChoice(Evaluator):
             "n_incomplete": n_incomplete,
             "circular": bool(self.params["circular"]),
             **({"by_kind": by_kind} if by_kind else {}),
+            **({"beside_default": self._beside_result(concepts)} if self.params["beside_default"] else {}),
         }
+
+    def _beside_result(self, concepts: list[str]) -> dict[str, Any]:
+        """The default preset's aggregate (letter or text, circular) of the concepts scored here."""
+        ours = MultipleChoice()
+        sub = {c: self._beside[c] for c in concepts if self._beside.get(c)}
+        res = aggregate(sub, ours) if sub else {"value": None}
+        return {"preset": "default", **res, **(ours.extra_aggregates(sub) if sub else {})}

@@ -175,7 +175,8 @@ def test_registered_and_validated():
     with pytest.raises(UserError):
         MultipleChoice(parser="regex")
     assert MultipleChoice(preset="yochameleon").describe()["params"] == {"parser": "text_substring",
-                                                                         "circular": False, "aggregation": "pooled"}
+                                                                         "circular": False, "aggregation": "pooled",
+                                                                         "beside_default": False}
 
 
 def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
@@ -211,3 +212,21 @@ def test_yochameleon_preset_pools_every_question(tmp_path):
     assert by_concept["value"] == pytest.approx((1 / 4 + 1) / 2)
     with pytest.raises(UserError):
         MultipleChoice(aggregation="median")
+
+
+def test_unictokens_preset_gt_in_pred_single_order_with_our_circular_beside(tmp_path):
+    """eval_p_mmu.py's `gt in pred` on rotation 0 (a coin flip scores 0.5 on A/B), our circular figure beside."""
+    items = {"bo": _skewed("bo", 4, 0)}                        # "Dog" (A) is right in rotation 0
+    # rotation 0 replies, by hand under `gt in pred`: right, wrong (case), right (both named), wrong
+    replies = {"y/bo/mc/0@0": "Dog", "y/bo/mc/1@0": "dog", "y/bo/mc/2@0": "Dog or Cat", "y/bo/mc/3@0": "B",
+               "y/bo/mc/0@1": "B", "y/bo/mc/1@1": "B", "y/bo/mc/2@1": "B", "y/bo/mc/3@1": "B"}
+    res = _run(MultipleChoice(preset="unictokens"), items, replies, tmp_path)
+    assert res["value"] == pytest.approx(2 / 4) and res["n"] == 4 and res["circular"] is False
+    ours = res["beside_default"]
+    # default parser, circular: q0 A(text Dog) then B(Dog at B) -> right; q1 "dog" -> A then B -> right;
+    # q2 ambiguous -> wrong; q3 B at rotation 0 is Cat -> wrong
+    assert ours["preset"] == "default" and ours["value"] == pytest.approx(2 / 4) and ours["circular"] is True
+    assert ours["n"] == 8 and ours["n_ambiguous"] == 1
+    coin = {it.id: "AB"[(k // 2) % 2] for k, it in enumerate(items["bo"])}   # A, B, A, B by question
+    res = _run(MultipleChoice(preset="unictokens", parser="letter_or_text"), items, coin, tmp_path)
+    assert res["value"] == pytest.approx(0.5) and res["beside_default"]["value"] == 0.0
