@@ -50,6 +50,7 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
 from unifybench.evaluators.clip_image import collect_generated
+from unifybench.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class FaceSimilarity(Evaluator):
         if hit is not None:
             return hit[0], dict(hit[1])
         with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")
+            rgb = to_rgb(im, path)   # 16-bit greyscale scaled to 8 bits, never clipped to white
         if p["pre_resize"] == "unictokens":
             rgb = unictokens_resize(rgb)
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])

@@ -30,6 +30,7 @@ from pathlib import Path
 from unifybench.data.schema import KNOWLEDGE_GEN, PLACEHOLDER, Concept, Item
 from unifybench.evaluators.base import SampleScore
 from unifybench.evaluators.judge_qa import JudgeEvaluator, concept_text, reply_parser
+from unifybench.images import SIXTEEN_BIT_MODES, to_rgb
 
 T2I_PROMPTS = {
     "t2i-v1": {
@@ -80,10 +81,11 @@ def load_image_for_judge(path: Path) -> tuple[bytes, str]:
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format
         im.load()
-        if fmt in _SENT_AS_IS:
+        wide = im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F")
+        if fmt in _SENT_AS_IS and not wide:
             return data, _SENT_AS_IS[fmt]
-        buf = io.BytesIO()
-        im.convert("RGBA" if "A" in im.getbands() else "RGB").save(buf, format="PNG")
+        buf = io.BytesIO()   # 16-bit greyscale scaled to 8 bits (the judge never sees a clipped white image)
+        (to_rgb(im, path) if wide else im.convert("RGBA" if "A" in im.getbands() else "RGB")).save(buf, format="PNG")
         return buf.getvalue(), "image/png"
 
 
