@@ -56,6 +56,7 @@ class Evaluator:
     needs_service: bool = False                # True: calls a judge server (off unless one is given)
     presets: dict[str, dict[str, Any]] = {}    # named parameter sets; "default" is the paper's
     defaults: dict[str, Any] = {}
+    missing_score: float = 0.0                 # what an asked item without a prediction scores (see score_missing)
 
     def __init__(self, preset: str | None = None, **params: Any):
         if preset is not None and preset not in self.presets:
@@ -83,6 +84,13 @@ class Evaluator:
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
               ctx: EvalContext) -> list[SampleScore]:
         raise NotImplementedError
+
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        """Samples for asked items that have no prediction: each scores what a wrong answer scores here
+        (`missing_score`: 0 for every metric of the suite: an unrecognised photo, a wrong option, BLEU and
+        judge 0, a similarity of 0), marked `missing` in the samples log. An evaluator whose aggregation
+        reads more of a sample (a label, an option order) fills that in."""
+        return [SampleScore(i.id, concept.name, self.missing_score, detail={"missing": True}) for i in items]
 
     def concept_value(self, scores: list[SampleScore]) -> float | None:
         ok = [s.score for s in scores if s.failed is None]

@@ -279,6 +279,11 @@ class FaceSimilarity(Evaluator):
             sample.score = float(np.mean(R @ emb))
         return out
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        if self.params["categories"] is not None and concept.category not in self.params["categories"]:
+            return []   # a concept this evaluator does not score
+        return super().score_missing(concept, items, ctx)
+
     def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
         """No-face counts and detection rates beside the value (over the concepts scored)."""
         analysed = [s for scores in scores_by_concept.values() for s in scores if "no_face" in s.detail]

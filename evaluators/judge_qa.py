@@ -143,6 +143,12 @@ class JudgeEvaluator(Evaluator):
     def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
         raise NotImplementedError
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        if not self.check(ctx):   # judge metrics switched off: nothing is scored, missing or not
+            self._off = True
+            return []
+        return super().score_missing(concept, items, ctx)
+
     def environment(self) -> dict[str, Any]:
         if self._off:
             return {"off": True, "reason": "--judge none"}

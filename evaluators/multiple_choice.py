@@ -252,6 +252,23 @@ class MultipleChoice(Evaluator):
             self._beside[concept.name] = MultipleChoice().score(concept, items, predictions, ctx)
         return out
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        """A missing order is a wrong order (its question then is wrong under circular scoring)."""
+        out = []
+        for item in items:
+            base, rotation, n_rot = order_info(item)
+            if not self.params["circular"] and rotation != 0:
+                continue
+            letters = [lt for lt, _ in item.options]
+            detail = {"base_id": base, "rotation": rotation, "n_rotations": n_rot, "gold": item.answer,
+                      "first_option": letters[0] if letters else None, "parsed": None, "missing": True}
+            if dict(item.meta).get("kind"):
+                detail["kind"] = dict(item.meta)["kind"]
+            out.append(SampleScore(item.id, concept.name, 0.0, detail=detail))
+        if self.params["beside_default"]:
+            self._beside.setdefault(concept.name, []).extend(MultipleChoice().score_missing(concept, items, ctx))
+        return out
+
     # ---- aggregation
 
     def _questions(self, scores: list[SampleScore]) -> tuple[list[list[SampleScore]], int]:
@@ -317,7 +334,7 @@ class MultipleChoice(Evaluator):
             "per_order_accuracy": mean(per_order(scores_by_concept[c], False) for c in concepts),
             "const_a_per_order_accuracy": mean(per_order(scores_by_concept[c], True) for c in concepts),
             "n_unparsed": sum(1 for c in concepts for s in scores_by_concept[c]
-                              if s.failed is None and s.detail.get("parsed") is None),
+                              if s.failed is None and s.detail.get("parsed") is None and not s.detail.get("missing")),
             "n_ambiguous": sum(1 for c in concepts for s in scores_by_concept[c]
                                if s.failed is None and s.detail.get("parsed_by") == "ambiguous"),
             "n_questions": n_questions,

@@ -65,8 +65,10 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)
     spec.output_dir = Path(spec.output_dir)
+    # The tasks the file answers are the ones asked: an item of such a task without a line is missing.
+    asked = {c.name: {i.id for i in benchmark.items(c) if i.task in tasks} for c in concepts}
     with Progress(spec.progress) as progress:  # image paths are absolute by now
-        results = score(benchmark, concepts, by_concept, evaluators, spec.output_dir, spec, progress)
+        results = score(benchmark, concepts, by_concept, evaluators, spec.output_dir, spec, progress, asked=asked)
     doc = {"schema_version": SCHEMA_VERSION, "unifybench_version": unifybench.__version__,
            "git_hash": env.git_hash(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
