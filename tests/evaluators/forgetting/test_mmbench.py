@@ -1,8 +1,6 @@
 """MMBench: circular groups (built or given as index copies), rule extraction, judge only for the rest,
 failures counted and never guessed."""
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +10,6 @@ from unifybench.evaluators.forgetting import mmbench as mmb
 from unifybench.evaluators.forgetting.mmbench import MMBench, circular_groups, load_tsv, prompt_text
 from unifybench.judge import JudgeResult
 
-sys.path.insert(0, str(Path(__file__).parent))
 from forgetting_fixture import MMB_QUESTIONS, write_mmbench  # noqa: E402
 
 GOLD = {q: opts["ABCD".index(ans)] for _, q, _, opts, ans, _ in MMB_QUESTIONS}

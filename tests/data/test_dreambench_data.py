@@ -1,5 +1,5 @@
-"""DreamBench loader on the real dataset in ../shared/data/dreambench (skipped, with the reason shown, when that
-folder is absent) and on a small folder in the same layout written here."""
+"""DreamBench loader on the real dataset (../shared/data/dreambench or UNIFYBENCH_DREAMBENCH_ROOT; skipped, with the
+reason shown, when absent) and on a small folder in the same layout written here."""
 import json
 from pathlib import Path
 
@@ -9,51 +9,15 @@ from unifybench.cli import main
 from unifybench.data.dreambench import DreamBench, render_prompt
 from unifybench.data.schema import GEN, PLACEHOLDER
 from unifybench.errors import UserError
+from dreambench_fixture import write_small
+from shared_data import require_dreambench
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreambench"
 LIVE = ["cat", "cat2", "dog", "dog2", "dog3", "dog5", "dog6", "dog7", "dog8"]
-
-FMT = ".format(unique_token, class_token)"
-SMALL_TXT = f"""Classes
-
-subject_name,class
-teddy,stuffed animal
-pup,dog
-
-Prompts
-
-Object Prompts
-
-prompt_list = [
-'a {{0}} {{1}} in the jungle'{FMT},
-'a red {{0}} {{1}}'{FMT}
-]
-
-Live Subject Prompts
-
-prompt_list = [
-'a {{0}} {{1}} in the jungle'{FMT},
-'a {{0}} {{1}} wearing a red hat'{FMT},
-'a {{0}} {{1}} in a chef outfit'{FMT}
-]
-"""
 
 
 @pytest.fixture(scope="module")
 def shared():
-    if not (SHARED / "prompts_and_classes.txt").is_file():
-        pytest.skip(f"the real DreamBench dataset is not at {SHARED} (it sits in ../shared beside the repo)")
-    return DreamBench(SHARED)
-
-
-def write_small(root: Path, png: bytes = b"") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "prompts_and_classes.txt").write_text(SMALL_TXT, encoding="utf-8")
-    for name, n in (("teddy", 3), ("pup", 11)):
-        (root / name).mkdir()
-        for k in range(n):
-            (root / name / f"{k:02d}.jpg" if name == "teddy" else root / name / f"{k}.jpg").write_bytes(png)
-    return root
+    return DreamBench(require_dreambench())
 
 
 # ------------------------------------------------------------------------------------- the real data
@@ -89,17 +53,17 @@ def test_real_dreambench_items(shared):
     assert len(set(ids)) == 750
     for c in shared.concepts():
         assert all(PLACEHOLDER in i.prompt and c.class_noun in i.prompt for i in items[c.name])
-    assert shared.data_files() == [SHARED.resolve() / "prompts_and_classes.txt"]
+    assert shared.data_files() == [shared.root.resolve() / "prompts_and_classes.txt"]
 
 
 def test_real_dreambench_validates_and_two_images_per_prompt(shared):
     assert shared.validate() == []
-    two = DreamBench(SHARED, images_per_prompt=2)
+    two = DreamBench(shared.root, images_per_prompt=2)
     assert sum(i.n_images for c in two.concepts() for i in two.items(c)) == 1500
 
 
 def test_real_dreambench_through_the_cli(shared, monkeypatch, capsys):
-    monkeypatch.setenv("UNIFYBENCH_DREAMBENCH_ROOT", str(SHARED))
+    monkeypatch.setenv("UNIFYBENCH_DREAMBENCH_ROOT", str(shared.root))
     assert main(["items", "--benchmark", "dreambench", "--concepts", "cat,teapot"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]

@@ -3,10 +3,8 @@ negatives, nested and flat visual QA, text QA ("option", bare sks), circular MC 
 answerer, captions (missing ones reported), both conversation forms, generation prompts, speed, CLI."""
 import json
 import shutil
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext
 from unifybench.evaluators.multiple_choice import MultipleChoice
 
-sys.path.insert(0, str(Path(__file__).parent))
 from yollava_fixture import NO_CAPTION, RELEASE, write_json, write_release_sized, write_small  # noqa: E402
 
 

@@ -5,8 +5,6 @@ accuracy are checked against the same computation done here straight from `backb
 """
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from unifybench.evaluators.base import EvalContext
 from unifybench.evaluators.forgetting.mmlu import MMLU
 from unifybench.evaluators.forgetting.mmlu_yochameleon import YoChameleonMMLU, options_text
 
-sys.path.insert(0, str(Path(__file__).parent))
 from forgetting_fixture import write_mmlu  # noqa: E402
 
 

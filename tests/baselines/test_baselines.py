@@ -1,6 +1,5 @@
 """Training-free baselines on the mini benchmark: real images, text prompt, image prompt, API (fake server)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ from unifybench.errors import UserError
 from unifybench.methods.base import RunContext
 from unifybench.registry import BASELINES, get_runnable
 
-sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import FakeJudge  # noqa: E402
 
 # Every row of UniCTokens Table 1 / 2 and Yo'Chameleon supp. Table 1 that is not a trained method.

@@ -10,9 +10,9 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_QA
 from unifybench.data.unifybench import (MINI_ROOT, UnifyBench, UnifyBenchMini, natural_key,
                                         normalize_placeholder, parse_dreambench_prompts)
 from unifybench.errors import DataError
+from shared_data import require_dreambench
 
-REPO = Path(__file__).resolve().parents[1]
-DREAMBENCH = REPO.parent / "shared" / "data" / "dreambench"
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 TASK_ORDER = [REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN]
 
@@ -180,8 +180,8 @@ def test_loading_opens_no_image(copy, monkeypatch):
     assert sum(len(bench.items(c)) for c in bench.concepts()) > 100
 
 
-@pytest.mark.skipif(not (DREAMBENCH / "prompts_and_classes.txt").is_file(), reason="shared DreamBench absent")
 def test_bundled_data_is_what_make_mini_builds(tmp_path):
+    DREAMBENCH = require_dreambench()
     spec = importlib.util.spec_from_file_location("make_mini", REPO / "bench" / "make_mini.py")
     make_mini = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_mini)

@@ -1,7 +1,5 @@
 """POPE: the original parser on tricky replies, metrics against sklearn, data pairing, and a scripted model."""
 import random
-import sys
-from pathlib import Path
 
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
@@ -11,7 +9,6 @@ from unifybench.evaluators.base import EvalContext
 from unifybench.evaluators.forgetting import pope as pope_mod
 from unifybench.evaluators.forgetting.pope import POPE, parse_yes_no, pope_metrics
 
-sys.path.insert(0, str(Path(__file__).parent))
 from forgetting_fixture import write_pope  # noqa: E402
 
 

@@ -13,9 +13,8 @@ from unifybench.data.unifybench import MINI_ROOT, UnifyBench
 from unifybench.data.yollava import YoLLaVA
 from unifybench.errors import DataError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_dreambench_data import SMALL_TXT  # noqa: E402
-from test_dreambench_data import write_small as write_small_dreambench  # noqa: E402
+from dreambench_fixture import SMALL_TXT  # noqa: E402
+from dreambench_fixture import write_small as write_small_dreambench  # noqa: E402
 from yollava_fixture import png_bytes, write_json, write_small  # noqa: E402
 
 BO2 = "./yollava-data/test/bo/2.png"
