@@ -298,7 +298,10 @@ def test_chat_ids_is_the_mmu_question_format(backbone):
     image = [c + backbone.llm_vocab_size + 10 for c in codes]
     assert got == ([vocab["<|mmu|>"], vocab["<|soi|>"]] + image + [vocab["<|eoi|>"], vocab["<|endoftext|>"]]
                    + tok("USER: ") + prefix + tok("Is it red?") + tok(" ASSISTANT:"))
-    assert backbone.chat_ids(None, ["Why?"]) == [vocab["<|endoftext|>"]] + tok("USER: ") + tok("Why?") + tok(" ASSISTANT:")
+    # no prefix: one string, as Show-o and UniCTokens tokenize 'USER: ' + question + ' ASSISTANT:'
+    assert backbone.chat_ids(None, ["Is it red?"]) == [vocab["<|endoftext|>"]] + tok("USER: Is it red? ASSISTANT:")
+    pieces = backbone.tokenizer.convert_ids_to_tokens(backbone.chat_ids(None, ["Is it red?"])[1:4])
+    assert pieces == ["USER", ":", "ĠIs"]                       # no lone space token before the question
     with pytest.raises(UserError, match="one image"):
         backbone.chat_ids(None, [im, im, "two?"])
 
