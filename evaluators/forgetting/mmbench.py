@@ -260,8 +260,10 @@ class MMBench(ModelEvaluator):
                                        "score": None})
                         continue
                 layout = self.params["prompt_layout"]
-                reply = answer_text(backbone, prefix_ids, [image_k, prompt_text(order, layout)],
-                                    int(self.params["max_new_tokens"]), end_of_turns=LAYOUTS[layout][1])
+                # extra end-of-turn tokens go in as an encoded part: the reference writes one into its text
+                extra = [[backbone.eot_id] * (LAYOUTS[layout][1] - 1)] if LAYOUTS[layout][1] > 1 else []
+                reply = answer_text(backbone, prefix_ids, [image_k, prompt_text(order, layout), *extra],
+                                    int(self.params["max_new_tokens"]))
                 got = self.resolve(order, reply, ctx)
                 correct = got["parsed"] == order["answer"]
                 orders.append({**row, "answer": reply, **got, "correct": correct, "score": float(correct)})

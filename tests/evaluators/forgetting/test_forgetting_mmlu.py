@@ -9,6 +9,8 @@ import os
 import pytest
 import torch
 
+from unifybench.models.contract import Backbone
+
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext
 from unifybench.evaluators.forgetting.mmlu import MMLU
@@ -19,8 +21,8 @@ from forgetting_fixture import write_mmlu  # noqa: E402
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.tiny_chameleon import tiny_chameleon_path
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
     path = tiny_chameleon_path(tmp_path_factory.mktemp("tiny"))
     return ChameleonBackbone.load(path, require_decoder=False)
 
@@ -155,8 +157,8 @@ def test_yochameleon_replica_is_seeded_and_scores_by_substring(backbone, data, t
 
 
 def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
-    """A plain transformers causal LM (no forward_hidden) runs through lm-eval's own HFLM."""
-    from types import SimpleNamespace
+    """A plain transformers causal LM (the contract's `has_hidden` False) runs through lm-eval's own HFLM."""
+    from unifybench.models.contract import Backbone
 
     from transformers import LlamaConfig, LlamaForCausalLM
     tok = backbone.tokenizer
@@ -166,7 +168,9 @@ def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                              pad_token_id=tok.pad_token_id)).eval()
     ev = MMLU(data=str(data), subjects="anatomy")
-    res = ev.evaluate_model(SimpleNamespace(model=model, tokenizer=tok), None,
+    plain = Backbone()
+    plain.model, plain.tokenizer = model, tok
+    res = ev.evaluate_model(plain, None,
                             EvalContext(run_dir=tmp_path, cache_dir=tmp_path / "cache"))
     docs = [d for d in docs_of(data) if d[0] == "anatomy"]
     for s, (subject, doc) in zip(sorted(res["samples"], key=lambda s: s["doc_id"]), docs):
@@ -185,12 +189,18 @@ def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
         assert s["pred"] == max(range(4), key=lambda i: lls[i]) and s["score"] == float(s["pred"] == doc["answer"])
 
 
-class ScriptedLM:
-    """One id per character; its logits put the next scripted token far ahead of the rest. Records the prompt."""
+class ScriptedLM(Backbone):
+    """One id per character; its logits put the next scripted token far ahead of the rest. Records the prompt.
+    Its questions are built by Chameleon's own chat adapter."""
     bos_id, eot_id, eos_id = 1, 2, 3
+    has_hidden = True
 
     def __init__(self, script):
         self.script, self.prompts, self.tokenizer = script, [], self
+
+    def chat_ids(self, prefix_ids, parts):
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
 
     def encode_text(self, text):
         return [1000 + ord(c) for c in text]

@@ -23,8 +23,8 @@ def scripted(monkeypatch, reply_for):
     """answer_text replaced by `reply_for(question, options, rotation_call_no)`; records the prompts."""
     seen = []
 
-    def fake(backbone, prefix_ids, parts, max_new_tokens, skip=None, end_of_turns=1):
-        image, text = parts
+    def fake(backbone, prefix_ids, parts, max_new_tokens, skip=None):
+        image, text = parts[:2]
         q = next(q for q in GOLD if q in text)
         opts = options_in(text)
         seen.append((q, opts, prefix_ids))
@@ -149,14 +149,22 @@ def test_missing_data_is_a_user_error(tmp_path, monkeypatch):
     assert MMBench().data_files() == [tmp_path / "mmbench_dev_20230712.tsv"]
 
 
-class RecordingBackbone:
-    """Chameleon-shaped ids (one id per character, 3 image codes) that records what generate_text gets."""
+from unifybench.models.contract import Backbone  # noqa: E402
+
+
+class RecordingBackbone(Backbone):
+    """Chameleon-shaped ids (one id per character, 3 image codes), built by Chameleon's own chat adapter;
+    records what generate_text gets."""
     bos_id, boi_id, eoi_id, eot_id, eos_id = 1, 2, 3, 4, 5
 
     def __init__(self, reply_ids):
         self.calls = []
         self.reply_ids = reply_ids
         self.tokenizer = self
+
+    def chat_ids(self, prefix_ids, parts):
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
 
     def encode_text(self, text):
         return [1000 + ord(c) for c in text]
