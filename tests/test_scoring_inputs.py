@@ -3,7 +3,6 @@ them (run and eval alike), and asked items without a prediction scored as wrong 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
