@@ -18,14 +18,16 @@ unparsed is scored wrong and counted in ``n_unparsed``.
 
 **Score.** Each order is scored 0/1. With ``circular=True`` a question counts as correct only if every one
 of its orders is correct; a question with a failed order (a model error) or with orders missing is left
-out (``n_incomplete``). Per concept the mean over questions, then the mean over concepts
+out (``n_incomplete``); the runner gives an asked order without an answer a wrong score (``score_missing``)
+unless ``--missing exclude``. Per concept the mean over questions, then the mean over concepts
 (``aggregation="concept_mean"``); ``aggregation="pooled"``: correct questions / all questions, over every
 concept at once (the per-concept values stay beside it).
 
 Beside the value: ``const_a_accuracy``, the same number for an answerer that always picks the first
 option ("A"), on the same items; ``per_order_accuracy`` and ``const_a_per_order_accuracy`` (every order
-scored on its own); ``n_unparsed`` (of which ``n_ambiguous``), ``n_questions``, ``n_incomplete``. Yo'LLaVA's text QA has the answer
-at "A" for 396 of its 400 questions, so without rotations a constant "A" would score 0.99.
+scored on its own); ``n_unparsed`` (of which ``n_ambiguous``), ``n_questions``, ``n_incomplete``. Yo'LLaVA's
+text QA has the answer at "A" for 396 of its 400 questions, so without rotations a constant "A" would score
+0.99.
 
 Preset ``yochameleon``: the rule of the Yo'Chameleon Chameleon QA baselines (``baselines/chameleon-qa.py``):
 correct iff the correct option's text, lower-cased, occurs as a substring of the lower-cased reply (an answer
