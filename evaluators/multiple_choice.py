@@ -92,9 +92,10 @@ def order_info(item: Item) -> tuple[str, int, int | None]:
 
 # ------------------------------------------------------------------------------------------- parsing
 
-_HEDGE = r"(?:(?:i\s+(?:think|believe|guess|would\s+say|'d\s+say|choose|pick|go\s+with)|my\s+(?:final\s+)?(?:answer|choice|guess)\s+is)\s*[:：]?\s*)?"
-_PREFIX = (_HEDGE + r"(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*)?"
-           r"(?:(?:option|choice|letter)\s+)?")
+_HEDGE = (r"(?:(?:i\s+(?:think|believe|guess|would\s+say|'d\s+say|choose|pick|go\s+with)"
+          r"|my\s+(?:final\s+)?(?:answer|choice|guess)\s+is)\s*[:：]?\s*)?")            # "I think B"
+_PREFIX = (_HEDGE + r"(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)"
+           r"(?:\s+is)?\s*[:：]?\s*)?(?:(?:option|choice|letter)\s+)?")
 _LETTER = re.compile(rf"^\s*(?P<prefix>{_PREFIX})(?P<open>[(\[]?)(?P<letter>[A-Za-z])(?P<close>[)\]]?)"
                      r"(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 _EDGE = ".,;:!?\"'`*()[]{} \t\n"

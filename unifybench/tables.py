@@ -411,8 +411,8 @@ class Table:
         if any(c.flag for l in self.lines for c in l.cells.values()):
             notes.append(PRESET_FOOTNOTE)
         notes.append("Columns (evaluator, preset): " + "; ".join(
-            f"{column_title(c)} = {c.evaluator}, {' or '.join(c.preset or [])}" + (f" ({c.protocol})" if c.protocol else "")
-            for c in self.columns if c.kind == "metric") + ".")
+            f"{column_title(c)} = {c.evaluator}, {' or '.join(c.preset or [])}"
+            + (f" ({c.protocol})" if c.protocol else "") for c in self.columns if c.kind == "metric") + ".")
         for sl in self.spec.second_lines:
             notes.append(f"Lines \"{sl.label}\": " + "; ".join(
                 f"{column_title(c)} = {c.evaluator}, {' or '.join(c.preset or [])}" for c in sl.columns.values())

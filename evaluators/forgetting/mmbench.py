@@ -24,8 +24,8 @@ token. The reply is that one token (the script keeps the text after the prompt's
 the same extraction. The Yo'Chameleon supplementary Table 1 "MMBench" column reads this preset.
 
 **Extraction.** :func:`unifybench.evaluators.multiple_choice.parse_choice` (the reply's option letter, else
-one option's text; a reply naming several options is ambiguous, counted in ``n_ambiguous``). When that fails and a judge is configured and on (``judge=True``, ``--judge-base-url``,
-not ``--judge none``), the judge is asked which option the reply means (prompt ``mmbench-v1``, a letter or Z
+one option's text; a reply naming several options is ambiguous, counted in ``n_ambiguous``). When that
+fails and a judge is configured and on (``judge=True``, ``--judge-base-url``, not ``--judge none``), the judge is asked which option the reply means (prompt ``mmbench-v1``, a letter or Z
 for none). Whatever is still unresolved (no judge, judge says Z, judge request failed) is **wrong and
 counted** (``n_unparsed``, ``n_judge_failed``); it is never replaced by a random option. A generation that
 raised fails its question (``n_failed``), which is left out of the accuracy.
