@@ -29,8 +29,9 @@ from pathlib import Path
 
 from unifybench.data.schema import KNOWLEDGE_GEN, PLACEHOLDER, Concept, Item
 from unifybench.evaluators.base import SampleScore
-from unifybench.evaluators.judge_qa import JudgeEvaluator, concept_text, reply_parser
+from unifybench.evaluators.judge_qa import JudgeEvaluator, reply_parser
 from unifybench.images import SIXTEEN_BIT_MODES, to_rgb
+from unifybench.prompts import concept_text
 
 T2I_PROMPTS = {
     "t2i-v1": {
@@ -91,7 +92,6 @@ def load_image_for_judge(path: Path) -> tuple[bytes, str]:
 
 class KnowledgeT2I(JudgeEvaluator):
     name = "t2i_score"
-    description = "Knowledge-driven T2I score: a VLM judge rates 0 / 0.5 / 1 whether an image shows the facts"
     version = "1"
     tasks = frozenset({KNOWLEDGE_GEN})
     prompt_versions = tuple(T2I_PROMPTS)

@@ -43,7 +43,7 @@ def test_mode_i_png_is_16_bit_and_other_wide_modes_are_refused(tmp_path):
 
 def test_clip_embedding_and_judge_see_the_scaled_image(tmp_path):
     import torch
-    from unifybench.evaluators.clip_image import FEATURES, embed_files
+    from unifybench.evaluators.image_similarity import FEATURES, embed_files
     from unifybench.evaluators.knowledge import load_image_for_judge
     path = grey16(tmp_path / "g16.png")
 
