@@ -65,7 +65,7 @@ class Evaluator:
         self.preset = preset or "default"
         merged = dict(self.defaults)
         merged.update(self.presets.get(self.preset, {}))
-        unknown = set(params) - set(merged)
+        unknown = set(params) - set(merged) - {"types"}
         if unknown:
             raise UserError(f"evaluator {self.name!r} has no parameter {sorted(unknown)[0]!r} "
                             f"(known: {', '.join(sorted(merged))})")
@@ -76,6 +76,12 @@ class Evaluator:
         """Recorded in results.json so a number always says how it was made."""
         return {"version": self.version, "preset": self.preset, "params": self.params,
                 "higher_is_better": self.higher_is_better}
+
+    def selects(self, item: Item) -> bool:
+        """Whether this evaluator scores `item`: with param `types` (a preset's, e.g. MC-LLaVA's single-concept
+        portion), only items whose meta "type" is one of them; otherwise every item of its tasks."""
+        types = self.params.get("types")
+        return not types or dict(item.meta).get("type") in types
 
     def environment(self) -> dict[str, Any]:
         """Runtime facts worth recording (e.g. onnxruntime providers actually applied)."""

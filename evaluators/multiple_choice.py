@@ -41,6 +41,10 @@ Acc" (a coin flip scores 0.5 on A/B). Its test-data files are not published; the
 the option text. Beside it, under ``beside_default``, the default preset's figure on the same answers (letter
 or text, circular over every order; a coin flip scores 0.25 on A/B), with its own ``by_kind``: our stricter
 number, never the paper's.
+
+Presets ``mc-llava`` / ``mc-llava-single``: MC-LLaVA eval.py's rule: the reply must equal the letter exactly
+(``parser="exact"``: "A." or "a" is wrong), no rotations; ``-single`` scores the single-concept items only
+(``si_sq`` visual choice and ``s`` text-only choice; ``by_kind`` splits them).
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ from unifybench.errors import UserError
 from unifybench.data.option_orders import circular_items, order_info  # noqa: F401  (circular_items: see the module doc)
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, aggregate
 
-PARSERS = ("letter_or_text", "text_substring", "gt_in_pred")
+PARSERS = ("letter_or_text", "text_substring", "gt_in_pred", "exact")
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -171,7 +175,9 @@ class MultipleChoice(Evaluator):
                                 "beside_default": False}
     presets = {"default": {},
                "yochameleon": {"parser": "text_substring", "circular": False, "aggregation": "pooled"},
-               "unictokens": {"parser": "gt_in_pred", "circular": False, "beside_default": True}}
+               "unictokens": {"parser": "gt_in_pred", "circular": False, "beside_default": True},
+               "mc-llava": {"parser": "exact", "circular": False},
+               "mc-llava-single": {"parser": "exact", "circular": False, "types": ["si_sq", "s"]}}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
@@ -208,6 +214,9 @@ class MultipleChoice(Evaluator):
                 named = [lt for lt, text in item.options if text and text in pred.text]
                 parsed, how = ("".join(named) or None), ("gt_in_pred" if named else None)
                 correct = bool(dict(item.options)[item.answer]) and dict(item.options)[item.answer] in pred.text
+            elif self.params["parser"] == "exact":
+                parsed, how = (pred.text, "exact") if pred.text in letters else (None, None)
+                correct = pred.text == item.answer
             else:
                 low = pred.text.lower()
                 named = [lt for lt, text in item.options if text and text.lower() in low]

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default="unifybench-mini")
     p.add_argument("--data-root")
     p.add_argument("--concepts")
-    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen)")
+    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen, caption)")
 
     p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image")
     p.add_argument("--benchmark", default="unifybench-mini")

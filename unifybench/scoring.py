@@ -43,7 +43,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         task_of: dict[str, str] = {}
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
-                items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
+                items = [i for i in benchmark.items(concept) if i.task in ev.tasks and ev.selects(i)]
                 preds = {p.id: decoded_text(p) for p in predictions.get(concept.name, []) if p.task in ev.tasks}
                 if asked is not None:
                     scope = asked.get(concept.name, set())
