@@ -118,6 +118,13 @@ class Recognition(Evaluator):
                 out.append(SampleScore(item.id, concept.name, 1.0 if correct else 0.0, detail=detail))
         return out
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        """A missing answer is wrong for its label: a positive not recalled, a negative not rejected."""
+        return [SampleScore(i.id, concept.name, 0.0, detail={"label": i.label, "parsed": None, "missing": True})
+                if i.label is not None else
+                SampleScore(i.id, concept.name, None, failed="item has no yes/no label", detail={"label": None})
+                for i in items if i.task in self.tasks]
+
     # --- reductions ---------------------------------------------------------------------------------
     @staticmethod
     def _recalls(scores: list[SampleScore]) -> dict[str, Any]:
@@ -129,7 +136,7 @@ class Recognition(Evaluator):
             "negative_recall": sum(neg) / len(neg) if neg else None,
             "n_positive": len(pos),
             "n_negative": len(neg),
-            "n_unparsed": sum(1 for s in ok if s.detail.get("parsed") is None),
+            "n_unparsed": sum(1 for s in ok if s.detail.get("parsed") is None and not s.detail.get("missing")),
         }
 
     def concept_value(self, scores: list[SampleScore]) -> float | None:

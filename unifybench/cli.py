@@ -43,6 +43,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", help="judge model name on that server")
     p.add_argument("--judge", choices=["on", "none"], default="on",
                    help="none: switch judge metrics off (reported as off, not as zero)")
+    p.add_argument("--missing", choices=["wrong", "exclude"], default="wrong",
+                   help="an item without a prediction: scored as a wrong answer (default) or left out of every "
+                        "denominator (exclude); counted as n_missing either way")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +93,7 @@ def _spec_from_args(args, method: str):
                    models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
                    cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None,
                    judge_base_url=args.judge_base_url, judge_model=args.judge_model,
-                   judge_enabled=args.judge != "none")
+                   judge_enabled=args.judge != "none", missing=args.missing)
 
 
 def cmd_run(args) -> int:
