@@ -362,8 +362,7 @@ class Table:
         notes = []
         rep = self.spec.reported
         if rep is not None:
-            notes.append(f"Reported: {rep.source.get('paper')}, {rep.source.get('table')} "
-                         f"(typed from {rep.source.get('file')}).")
+            notes.append(f"Reported: {rep.source.get('paper')}, {rep.source.get('table')}.")
         if any(l.kind != "reported" for l in self.lines):
             notes.append("Reproduced lines: value (difference to the reported value of the row above).")
         labels = {r.id: r.label for r in self.spec.rows}
@@ -667,8 +666,21 @@ def render_html(table: Table) -> str:
         first = f"<td>{e(group)}</td>" if table.has_groups else ""
         out.append(f'<tr class="{cls}">{first}<td>{e(_label(line))}</td>{cells}</tr>')
     out.append("</tbody></table>")
-    out.append('<ul class="table-notes">' + "".join(f"<li>{e(n)}</li>" for n in table.footnotes()) + "</ul>")
+    out.append('<ul class="table-notes">' + "".join(f"<li>{inline_html(n)}</li>" for n in table.footnotes()) + "</ul>")
     return "\n".join(out)
+
+
+def inline_html(text: str) -> str:
+    """A note written with Markdown's inline marks (`code`, **bold**) as escaped HTML with those marks as tags:
+    the page shows no Markdown syntax."""
+    out = htmlmod.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def plain_text(text: str) -> str:
+    """A note without Markdown's inline marks (for text that is escaped later)."""
+    return re.sub(r"\*\*([^*]+)\*\*", r"\1", re.sub(r"`([^`]+)`", r"\1", text))
 
 
 def _esc_cell(cell: Cell) -> Cell:

@@ -84,6 +84,7 @@ class Benchmark:
 
     name: str = ""
     description: str = ""
+    root: Path | None = None      # the folder every file of the benchmark lies in (set by each loader)
 
     def concepts(self) -> list[Concept]:
         raise NotImplementedError
