@@ -80,6 +80,10 @@ class Evaluator:
         """Runtime facts worth recording (e.g. onnxruntime providers actually applied)."""
         return {}
 
+    def for_tiny_run(self) -> None:
+        """Adjust to the tiny preset before the run is checked (default: nothing; the forgetting evaluators
+        switch to their bundled mini data when no data is given)."""
+
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
               ctx: EvalContext) -> list[SampleScore]:
         raise NotImplementedError

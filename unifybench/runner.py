@@ -110,6 +110,9 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
         if name not in names:
             raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
     evaluators = [EVALUATORS.get(n)(preset=presets.get(n)) for n in names]
+    if spec is not None and spec.tiny:
+        for ev in evaluators:
+            ev.for_tiny_run()
     if spec is not None:
         ctx = _eval_context(spec, Path(spec.output_dir))
         for ev in evaluators:
