@@ -23,7 +23,34 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help (when it has one); epilogs (the examples) kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default is None or action.default is False or action.default == [] or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+RUN_EXAMPLES = """examples:
+  unifybench run --method yochameleon --preset tiny            # random tiny models, bundled mini data
+  unifybench run --method yochameleon --preset tiny --evaluators mmlu,pope,mmbench
+  unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --model clip=/ckpt/ViT-L-14 \\
+      --benchmark unifybench --data-root /data/unifybench --limit 5   # a quick partial run on real weights
+  unifybench run --config examples/yochameleon_paper.yaml --seed 1
+  unifybench ls presets yochameleon ; unifybench ls settings yochameleon
+"""
+EVAL_EXAMPLES = """examples:
+  unifybench items --benchmark unifybench-mini > items.jsonl     # ids to answer
+  unifybench eval --predictions answers.jsonl --predictions images.jsonl --evaluators recognition,bleu,clip_i
+  unifybench eval --config examples/eval_predictions.yaml
+"""
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE.yaml",
+                   help="YAML file whose keys are this command's flags (flags given here override it)")
     p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name (see `unifybench ls benchmarks`)")
     p.add_argument("--data-root", help="folder holding the benchmark's files (not needed for unifybench-mini)")
     p.add_argument("--evaluators", help="comma-separated evaluator names (default: every local one that fits)")
@@ -31,12 +58,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="a named preset for one evaluator, e.g. recognition=unictokens")
     p.add_argument("--concepts", help="comma-separated concept names (default: all)")
     p.add_argument("--output-dir", type=Path, help="where results.json, samples/ and the table go")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (every unit's seed derives from it)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the models")
     p.add_argument("--model", action="append", metavar="ROLE=PATH", default=[],
                    help="local weights for a role, e.g. chameleon=/ckpt/Anole-7b-v0.1-hf or clip=/ckpt/ViT-L-14")
-    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench",
+                   help="tiny models, hashes and embedding/judge caches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--judge-base-url", help="OpenAI-compatible server for LLM-judge metrics "
                    "(key from $UNIFYBENCH_JUDGE_API_KEY or $OPENAI_API_KEY)")
@@ -45,36 +74,65 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="none: switch judge metrics off (reported as off, not as zero)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unifybench", description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
+def _preset_help(argv: list[str] | None) -> str:
+    """`--preset`'s help: the real presets of the `--method` on the command line (or of every method when
+    help is asked without one). Only computed when help is asked: it imports the method classes."""
+    base = "method preset (default: paper; tiny: random tiny models + the mini benchmark)"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not ({"-h", "--help"} & set(argv)):
+        return base + "; see `unifybench ls presets METHOD`"
+    from unifybench.registry import BASELINES, METHODS
+    from unifybench.settings import method_presets
+    if "--method" in argv[:-1]:
+        names = [argv[argv.index("--method") + 1]]
+    else:
+        names = METHODS.names() + BASELINES.names()
+    listed = "; ".join(f"{n}: {', '.join(method_presets(n)) or '?'}" for n in names)
+    return f"{base}. Presets: {listed}"
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from unifybench import __version__
+    parser = argparse.ArgumentParser(prog="unifybench", formatter_class=HelpFormatter,
+                                     description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
+    parser.add_argument("--version", action="version", version=f"unifybench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="train a method for every concept, generate, score, write results")
+    p = sub.add_parser("run", help="train a method for every concept, generate, score, write results",
+                       formatter_class=HelpFormatter, epilog=RUN_EXAMPLES)
     p.add_argument("--method", required=True, help="method or baseline name (see `unifybench ls methods`)")
-    p.add_argument("--preset", help="method preset: paper (default) or tiny (random tiny models + mini benchmark)")
+    p.add_argument("--preset", help=_preset_help(argv))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse finished concepts in --output-dir (default on)")
     _add_common(p)
 
-    p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)")
+    p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)",
+                       formatter_class=HelpFormatter, epilog=EVAL_EXAMPLES)
     p.add_argument("--predictions", type=Path, required=True, action="append",
                    help="JSONL of {item_id, answer} lines and/or an image manifest of {item_id, path} "
                         "lines (ids from `unifybench items`); may be given several times")
     _add_common(p)
 
-    p = sub.add_parser("items", help="print a benchmark's task items as JSONL")
-    p.add_argument("--benchmark", default="unifybench-mini")
-    p.add_argument("--data-root")
-    p.add_argument("--concepts")
+    p = sub.add_parser("items", help="print a benchmark's task items as JSONL", formatter_class=HelpFormatter)
+    p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name")
+    p.add_argument("--data-root", help="the benchmark's data folder")
+    p.add_argument("--concepts", help="comma-separated concept names (default: all)")
     p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen)")
 
-    p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image")
-    p.add_argument("--benchmark", default="unifybench-mini")
-    p.add_argument("--data-root")
+    p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name")
+    p.add_argument("--data-root", help="the benchmark's data folder")
 
-    p = sub.add_parser("ls", help="list registered methods, baselines, benchmarks or evaluators")
-    p.add_argument("kind", choices=["methods", "baselines", "benchmarks", "evaluators"])
+    p = sub.add_parser("ls", help="list methods, baselines, benchmarks, evaluators; a method's presets or settings",
+                       formatter_class=HelpFormatter,
+                       epilog="examples:\n  unifybench ls methods\n  unifybench ls presets yochameleon\n"
+                              "  unifybench ls settings yochameleon\n  unifybench ls settings recognition\n")
+    p.add_argument("kind", choices=["methods", "baselines", "benchmarks", "evaluators", "presets", "settings"],
+                   help="what to list")
+    p.add_argument("name", nargs="?", metavar="METHOD|EVALUATOR",
+                   help="for presets and settings: the method, baseline or evaluator")
     return parser
 
 
@@ -193,6 +251,21 @@ def cmd_validate(args) -> int:
 
 def cmd_ls(args) -> int:
     from unifybench.registry import REGISTRIES
+    if args.kind in ("presets", "settings"):
+        from unifybench import settings as st
+        if not args.name:
+            raise UserError(f"`unifybench ls {args.kind}` needs a method, baseline or evaluator name")
+        if args.kind == "presets":
+            for name, overrides in st.presets(args.name).items():
+                what = ", ".join(f"{k}={st.show(v)}" for k, v in overrides.items()) or "the defaults"
+                print(f"{name}\t{what}")
+            return 0
+        from unifybench.tables import text_table
+        rows = [[s.name, s.type, st.show(s.default), s.meaning or "-"] for s in st.settings(args.name)]
+        sys.stdout.write(text_table(["setting", "type", "default", "meaning"], rows))
+        return 0
+    if args.name:
+        raise UserError(f"`unifybench ls {args.kind}` takes no name")
     for entry in REGISTRIES[args.kind].entries():
         print(f"{entry.name}\t{entry.description}")
     return 0
@@ -219,12 +292,14 @@ def _plugged_parsers(sub) -> None:
             if e.name != module:
                 raise
             continue  # not built yet
-        mod.configure(sub.add_parser(name, help=help_text))
+        p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter,
+                           epilog=getattr(mod, "EXAMPLES", None))
+        mod.configure(p)
         COMMANDS[name] = mod.main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     _plugged_parsers(parser._subparsers._group_actions[0])
     args = parser.parse_args(argv)
     try:
