@@ -60,7 +60,7 @@ def build_models(work: Path) -> tuple[Path, Path]:
     import open_clip
     from safetensors.torch import save_file
 
-    from unifybench.models.dino import VITS16_CONFIG, save_random_vit
+    from unifybench.models.encoders.dino import VITS16_CONFIG, save_random_vit
     clip_dir, dino_dir = work / "clip-vit-b-32-random", work / "dino-vits16-random"
     clip_dir.mkdir()
     cfg = open_clip.get_model_config("ViT-B-32")
@@ -185,8 +185,8 @@ def main(argv=None) -> dict:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
-    from unifybench.models.clip import get_clip
-    from unifybench.models.dino import get_dino
+    from unifybench.models.encoders.clip import get_clip
+    from unifybench.models.encoders.dino import get_dino
     work = Path(tempfile.mkdtemp(prefix="eval-bench-", dir=args.work_dir))
     try:
         t = time.perf_counter()

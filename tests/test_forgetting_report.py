@@ -60,8 +60,8 @@ def test_differences_and_table():
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.tiny_chameleon import tiny_chameleon_path
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
     return ChameleonBackbone.load(tiny_chameleon_path(tmp_path_factory.mktemp("tiny")), require_decoder=False)
 
 

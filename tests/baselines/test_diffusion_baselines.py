@@ -29,8 +29,8 @@ def concept(bench):
 
 @pytest.fixture(scope="module")
 def sd_folder(cache):
-    from unifybench.models.tiny_sd import tiny_sd_path
-    return tiny_sd_path(cache / "tiny")
+    from unifybench.models.stable_diffusion.tiny import tiny_sd_path
+    return tiny_sd_path(cache)
 
 
 def ctx_for(cache, seed=0, **kw):
@@ -58,8 +58,8 @@ def test_tiny_checkpoint_is_a_diffusers_folder_loaded_by_the_real_loader(sd_fold
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from unifybench.models.stable_diffusion import load_sd
-    from unifybench.models.tiny_sd import tiny_sd_path
+    from unifybench.models.stable_diffusion.pipeline import load_sd
+    from unifybench.models.stable_diffusion.tiny import tiny_sd_path
     for rel in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                 "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
                 "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
@@ -69,7 +69,7 @@ def test_tiny_checkpoint_is_a_diffusers_folder_loaded_by_the_real_loader(sd_fold
     index = json.loads((sd_folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline" and index["unet"] == ["diffusers", "UNet2DConditionModel"]
     stamp = (sd_folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    assert tiny_sd_path(cache / "tiny") == sd_folder   # built once
+    assert tiny_sd_path(cache) == sd_folder   # built once
     assert (sd_folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
     sd = load_sd(sd_folder)
@@ -101,7 +101,7 @@ def test_tiny_tokenizer_is_clips_bpe(sd_folder):
 
 def test_loader_refuses_missing_and_pickle_only_checkpoints(sd_folder, tmp_path, cache):
     from unifybench.baselines.diffusion import DreamBoothSD
-    from unifybench.models.stable_diffusion import load_sd
+    from unifybench.models.stable_diffusion.pipeline import load_sd
     missing = tmp_path / "no_such_model"
     with pytest.raises(UserError, match="no_such_model"):
         DreamBoothSD(ctx_for(cache, models={"sd": str(missing)})).setup()
@@ -284,7 +284,7 @@ def test_textual_inversion_trains_only_the_new_row(inversion, concept):
 
 
 def test_textual_inversion_file_loads_in_a_plain_pipeline(inversion, sd_folder):
-    from unifybench.models.stable_diffusion import load_sd
+    from unifybench.models.stable_diffusion.pipeline import load_sd
     _, _, artifact, _ = inversion
     pipe = load_sd(sd_folder).pipe
     pipe.load_textual_inversion(str(artifact), use_safetensors=True, local_files_only=True)

@@ -12,7 +12,7 @@ from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
 from unifybench.evaluators.clip_image import ClipImage
-from unifybench.models.clip import embed_images_cached, load_clip, tiny_clip_path
+from unifybench.models.encoders.clip import embed_images_cached, load_clip, tiny_clip_path
 from unifybench.registry import EVALUATORS
 
 

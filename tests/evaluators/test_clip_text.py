@@ -10,7 +10,7 @@ from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
 from unifybench.evaluators.clip_image import FEATURES, ClipImage
 from unifybench.evaluators.clip_text import ClipText, prompt_text
-from unifybench.models.clip import get_clip, tiny_clip_path
+from unifybench.models.encoders.clip import get_clip, tiny_clip_path
 from unifybench.registry import EVALUATORS
 
 

@@ -13,7 +13,7 @@ from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
 from unifybench.evaluators.dino import Dino
-from unifybench.models.dino import get_dino, load_dino, tiny_dino_path
+from unifybench.models.encoders.dino import get_dino, load_dino, tiny_dino_path
 from unifybench.registry import EVALUATORS
 
 

@@ -17,7 +17,7 @@ from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
 from unifybench.evaluators.face import FaceSimilarity, unictokens_resize
-from unifybench.models.face import tiny_face_pack
+from unifybench.models.encoders.face import tiny_face_pack
 from unifybench.registry import EVALUATORS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")

@@ -4,10 +4,13 @@ from torch import nn
 
 from unifybench.errors import UserError
 from unifybench.models.concept_tokens import ConceptTokens, attach, detach
+from unifybench.models.contract import Backbone
 
 
-class ToyBackbone:
-    """The attach() protocol on a plain embedding + head (the Chameleon version is tested elsewhere)."""
+class ToyBackbone(Backbone):
+    """The contract's concept-token slots on a plain embedding + head (the Chameleon version is tested elsewhere)."""
+
+    takes_concept_tokens = True
 
     def __init__(self, vocab=50, hidden=8):
         torch.manual_seed(0)

@@ -18,8 +18,8 @@ from forgetting_fixture import write_mmlu  # noqa: E402
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.tiny_chameleon import tiny_chameleon_path
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
     path = tiny_chameleon_path(tmp_path_factory.mktemp("tiny"))
     return ChameleonBackbone.load(path, require_decoder=False)
 
@@ -154,8 +154,8 @@ def test_yochameleon_replica_is_seeded_and_scores_by_substring(backbone, data, t
 
 
 def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
-    """A plain transformers causal LM (no forward_hidden) runs through lm-eval's own HFLM."""
-    from types import SimpleNamespace
+    """A plain transformers causal LM (the contract's `has_hidden` False) runs through lm-eval's own HFLM."""
+    from unifybench.models.contract import Backbone
 
     from transformers import LlamaConfig, LlamaForCausalLM
     tok = backbone.tokenizer
@@ -165,7 +165,9 @@ def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                              pad_token_id=tok.pad_token_id)).eval()
     ev = MMLU(data=str(data), subjects="anatomy")
-    res = ev.evaluate_model(SimpleNamespace(model=model, tokenizer=tok), None,
+    plain = Backbone()
+    plain.model, plain.tokenizer = model, tok
+    res = ev.evaluate_model(plain, None,
                             EvalContext(run_dir=tmp_path, cache_dir=tmp_path / "cache"))
     docs = [d for d in docs_of(data) if d[0] == "anatomy"]
     for s, (subject, doc) in zip(sorted(res["samples"], key=lambda s: s["doc_id"]), docs):

@@ -11,10 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from unifybench.errors import UserError
-from unifybench.models.chameleon import ChameleonBackbone
+from unifybench.models.chameleon.backbone import ChameleonBackbone
 from unifybench.models.local import resolve_model_path
-from unifybench.models.tiny_chameleon import tiny_chameleon_path
-from unifybench.models.vqgan import VQGANDecoder
+from unifybench.models.chameleon.tiny import tiny_chameleon_path
+from unifybench.models.chameleon.vqgan import VQGANDecoder
 
 DECODER_PREFIXES = ("model.vqmodel.decoder.", "model.vqmodel.post_quant_conv.")
 
@@ -52,7 +52,7 @@ def _sha(path):
 
 def test_tiny_build_is_deterministic_and_cached(tmp_path, tiny_dir):
     other = tiny_chameleon_path(tmp_path)
-    assert other == tmp_path / "chameleon-v1"
+    assert other == tmp_path / "tiny" / "chameleon-v1"
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert _sha(other / name) == _sha(tiny_dir / name), name
     stamp = (other / "model.safetensors").stat().st_mtime_ns
@@ -179,7 +179,7 @@ def test_decoder_blocks_match_transformers_encoder_blocks():
     from transformers import ChameleonVQVAEConfig
     from transformers.models.chameleon import modeling_chameleon as hf
 
-    from unifybench.models.vqgan import AttnBlock, ResnetBlock
+    from unifybench.models.chameleon.vqgan import AttnBlock, ResnetBlock
 
     torch.manual_seed(0)
     x = torch.randn(2, 32, 8, 8)

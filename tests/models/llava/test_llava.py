@@ -5,8 +5,8 @@ from PIL import Image
 
 from unifybench.errors import UserError
 from unifybench.models.concept_tokens import ConceptTokens, attach, detach
-from unifybench.models.llava import LlavaBackbone
-from unifybench.models.tiny_llava import tiny_llava_path
+from unifybench.models.llava.backbone import LlavaBackbone
+from unifybench.models.llava.tiny import tiny_llava_path
 
 NEW = ["<sks>"] + [f"<token{i}>" for i in range(4)]
 
@@ -27,7 +27,7 @@ def test_tiny_checkpoint_is_a_real_llava_folder(path):
     assert cfg["model_type"] == "llava" and cfg["text_config"]["model_type"] == "llama"
     assert cfg["vision_config"]["model_type"] == "clip_vision_model"
     assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
-    assert tiny_llava_path(path.parent) == path          # built once, reused
+    assert tiny_llava_path(path.parent.parent) == path          # built once, reused
 
 
 def test_new_tokens_resize_once_and_keep_base_rows(path, backbone):

@@ -10,8 +10,8 @@ from PIL import Image
 from unifybench.baselines.common import QwenVLRunner
 from unifybench.errors import UserError
 from unifybench.methods.base import RunContext
-from unifybench.models.qwen_vl import DEFAULT_ID, QwenVLBackbone
-from unifybench.models.tiny_qwen_vl import tiny_qwen_vl_path
+from unifybench.models.qwen_vl.backbone import DEFAULT_ID, QwenVLBackbone
+from unifybench.models.qwen_vl.tiny import tiny_qwen_vl_path
 from unifybench.registry import BASELINES, get_runnable
 
 QUESTION = "Is <dog> in this photo?"
@@ -25,7 +25,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def path(cache):
     before = torch.random.get_rng_state()
-    p = tiny_qwen_vl_path(cache / "tiny")
+    p = tiny_qwen_vl_path(cache)
     assert torch.equal(torch.random.get_rng_state(), before)      # the build leaves the caller's RNG alone
     return p
 
@@ -51,7 +51,7 @@ def test_tiny_checkpoint_is_a_real_qwen25vl_folder(path, backbone, tmp_path):
     assert pre["image_processor_type"] == "Qwen2VLImageProcessor" and pre["patch_size"] == 14 and pre["merge_size"] == 2
     assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"
     assert (path / "tokenizer.json").exists() and (path / "model.safetensors").exists()
-    assert tiny_qwen_vl_path(path.parent) == path                      # built once, reused
+    assert tiny_qwen_vl_path(path.parent.parent) == path                      # built once, reused
     # loaded through the stock classes, frozen, and bit-identical to the saved tensors
     assert isinstance(backbone.model, Qwen2_5_VLForConditionalGeneration) and not backbone.model.training
     assert isinstance(backbone.processor, Qwen2_5_VLProcessor)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from unifybench.errors import UserError
-from unifybench.models.magvit2 import MAGVITv2, MagvitConfig
-from unifybench.models.showo import (PhiConfig, Showo, ShowoBackbone, additive, expected_state_dict_shapes,
+from unifybench.models.showo.magvit2 import MAGVITv2, MagvitConfig
+from unifybench.models.showo.backbone import (PhiConfig, Showo, ShowoBackbone, additive, expected_state_dict_shapes,
                                      mask_lengths, mmu_mask, t2i_mask)
-from unifybench.models.tiny_showo import tiny_showo_path
+from unifybench.models.showo.tiny import tiny_showo_path
 
 
 def notes_key_list(layers=24, hidden=2048, inter=8192, head_dim=64, vocab=58498):

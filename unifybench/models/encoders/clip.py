@@ -24,7 +24,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models import torch_dtype
+from unifybench.models.tiny_cache import build_once, tiny_root
 from typing import Callable, Sequence
 
 import torch
@@ -51,17 +52,7 @@ TINY_CONFIG = {
     },
 }
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 _OPEN_CLIP_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise UserError(f"unknown dtype {dtype!r} (known: float32, float16, bfloat16)")
-    return _DTYPES[dtype]
 
 
 @dataclass
@@ -180,7 +171,7 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist())
 
 
-def _split_arch(spec: str) -> tuple[str | None, str]:
+def split_arch(spec: str) -> tuple[str | None, str]:
     """"ViT-B-32:/ckpt/w.pt" -> ("ViT-B-32", "/ckpt/w.pt") when the prefix is a known open_clip model."""
     head, sep, tail = spec.partition(":")
     if sep and head and "/" not in head and not Path(spec).exists():
@@ -206,10 +197,10 @@ def _find_open_clip_weights(folder: Path) -> list[Path]:
 def load_clip(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,
               arch: str | None = None) -> ClipModel:
     """Load a CLIP from local files (see the module docstring for the accepted layouts)."""
-    dtype = as_dtype(dtype)
+    dtype = torch_dtype(dtype)
     device = torch.device(device)
     if arch is None and isinstance(path, str):
-        arch, path = _split_arch(path)
+        arch, path = split_arch(path)
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"CLIP checkpoint {path} does not exist (pass a local open_clip folder, an HF CLIP "
@@ -314,7 +305,7 @@ _LOADED_LOCK = threading.Lock()
 def get_clip(path: str | Path, device: str | torch.device = "cpu",
              dtype: str | torch.dtype = torch.float32) -> ClipModel:
     """`load_clip` once per (path, device, dtype) in this process, shared by CLIP-I and CLIP-T."""
-    key = (str(path), str(torch.device(device)), as_dtype(dtype))
+    key = (str(path), str(torch.device(device)), torch_dtype(dtype))
     with _LOADED_LOCK:
         if key not in _LOADED:
             _LOADED[key] = load_clip(path, device=device, dtype=dtype)
@@ -325,22 +316,19 @@ def get_clip(path: str | Path, device: str | torch.device = "cpu",
 # Tiny random CLIP
 # ------------------------------------------------------------------------------------------------------
 def retrieval_clip(explicit: str | None, ctx, tiny: bool, who: str, purpose: str) -> ClipModel:
-    """The CLIP a method ranks images with: its own setting, else `--model clip=`, else (tiny runs only) the
-    tiny CLIP; anything else is a one-line UserError saying what to pass."""
-    path = explicit or ctx.models.get("clip")
-    if not path:
-        if not tiny:
-            raise UserError(f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
-                            f"or --set retrieval_clip=PATH")
-        path = tiny_clip_path(ctx.cache_dir)
+    """The CLIP a method ranks images with (`unifybench.models.weights.resolve`: `--model clip=`, else its own
+    setting, else the tiny CLIP when `tiny`); anything else is a one-line UserError saying what to pass."""
+    from unifybench.models.weights import resolve
+    path = resolve("clip", explicit, ctx, tiny=tiny,
+                   missing=f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
+                           f"or --set retrieval_clip=PATH")
     return load_clip(path, device=ctx.device)
 
 
 def tiny_clip_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM CLIP (seed 0) in open_clip's folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/clip-v1/`. It measures nothing; it exercises the code path."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
-    return build_once(root / "tiny" / TINY_NAME, _build_tiny,
+    return build_once(tiny_root(cache_dir) / TINY_NAME, _build_tiny,
                       lambda f: (f / OPEN_CLIP_CONFIG).is_file() and (f / TINY_WEIGHTS).is_file())
 
 

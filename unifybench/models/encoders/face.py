@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 from typing import Any
 
 import numpy as np
@@ -173,12 +173,11 @@ def tiny_face_pack(cache_dir: Path | None = None) -> Path:
 
     The detector "finds a face" in each 32x32 cell (of the 640x640 detection input) that is nearly pure red
     or magenta: see `_build_tiny_detector`. Pictures without such a block have no face."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
     def build(tmp: Path) -> None:
         _build_tiny_detector(tmp / TINY_DETECTOR)
         _build_tiny_recognizer(tmp / TINY_RECOGNIZER, seed=0)
 
-    return build_once(root / "tiny" / TINY_NAME, build, _complete)
+    return build_once(tiny_root(cache_dir) / TINY_NAME, build, _complete)
 
 
 # The tiny detector, in the units SCRFD decodes (per anchor, on the mean R, G, B of a stride-32 cell of the

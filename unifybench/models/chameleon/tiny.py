@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from unifybench.models.local import quiet_transformers
-from unifybench.models.vqgan import VQGANDecoder
+from unifybench.models.chameleon.vqgan import VQGANDecoder
 
 VERSION = "chameleon-v1"  # bump when the recipe changes, so stale caches are not reused
 NUM_CODES = 512
@@ -104,6 +104,6 @@ def _build(out: Path) -> None:
 
 
 def tiny_chameleon_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/chameleon-v1`, built once."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/chameleon-v1`, built once."""
+    root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from unifybench.errors import UserError
 from unifybench.models.local import TransformersBackbone, load_pretrained
-from unifybench.models.vqgan import VQGANDecoder
+from unifybench.models.chameleon.vqgan import VQGANDecoder
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: f
 
 class ChameleonBackbone(TransformersBackbone):
     """A loaded Chameleon/Anole model (frozen) plus the ids and decoding modes the methods need."""
+
+    can_draw = has_hidden = takes_concept_tokens = True
+
+    def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
         super().__init__(model, processor, path, device, dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 import torch
 
@@ -90,11 +90,11 @@ def _build(out: Path, text_model: str) -> None:
 
 
 def tiny_llava_path(cache_dir: Path | None = None, text_model: str = "llama") -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/llava-v1`, built once.
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/llava-v1`, built once.
 
     `text_model="phi"` gives the Phi-language-model variant (`llava-phi-v1`)."""
     if text_model not in ("llama", "phi"):
         raise ValueError(f"text_model must be 'llama' or 'phi', not {text_model!r}")
     version = VERSION if text_model == "llama" else PHI_VERSION
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
+    root = tiny_root(cache_dir)
     return build_once(root / version, lambda tmp: _build(tmp, text_model))

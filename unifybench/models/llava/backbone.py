@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers, resolve_model_path
+from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers
 
 DEFAULT_ID = "llava-hf/llava-1.5-13b-hf"
 KNOWN_IDS = {"13b": "llava-hf/llava-1.5-13b-hf", "7b": "llava-hf/llava-1.5-7b-hf"}
@@ -31,6 +31,7 @@ SYSTEM = ("A chat between a curious human and an artificial intelligence assista
 
 
 class LlavaBackbone(TransformersBackbone):
+    has_hidden = takes_concept_tokens = True
     """A loaded LLaVA (frozen), its processor, and the ids the methods need."""
 
     def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
@@ -192,14 +193,3 @@ class LlavaBackbone(TransformersBackbone):
             new.append(token)
             step = torch.tensor([[token]], device=self.device)
         return new
-
-
-def llava_path(name: str, ctx_models: dict, cache_dir: Path, role: str = "llava") -> Path:
-    """The local folder for a backbone setting: "tiny", "tiny-phi", "13b", "7b", a hub id or a path;
-    `--model llava=PATH` wins over the setting."""
-    if ctx_models.get(role):
-        return resolve_model_path(ctx_models[role])
-    if name in ("tiny", "tiny-phi"):
-        from unifybench.models.tiny_llava import tiny_llava_path
-        return tiny_llava_path(cache_dir / "tiny", "phi" if name == "tiny-phi" else "llama")
-    return resolve_model_path(KNOWN_IDS.get(name, name))

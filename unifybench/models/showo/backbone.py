@@ -38,7 +38,8 @@ from PIL import Image
 from torch import nn
 
 from unifybench.errors import UserError
-from unifybench.models.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
+from unifybench.models.contract import Backbone
+from unifybench.models.showo.magvit2 import MAGVITv2, load_safetensors_strict, weight_file
 
 DEFAULT_CHECKPOINT = "showlab/show-o-512x512"
 DEFAULT_LLM = "microsoft/phi-1_5"          # the tokenizer + Phi config folder
@@ -314,8 +315,10 @@ def _read_json(path: Path, what: str) -> dict:
         raise UserError(f"{path}: the {what} is not JSON ({e})") from None
 
 
-class ShowoBackbone:
+class ShowoBackbone(Backbone):
     """A loaded, frozen Show-o + Phi tokenizer + MAGVIT-v2, with the ids, formats and decoding modes."""
+
+    can_draw = has_hidden = takes_concept_tokens = True
 
     def __init__(self, model: Showo, tokenizer, vq: MAGVITv2, config: dict, paths: dict[str, Path],
                  device: torch.device, dtype: torch.dtype):
@@ -384,22 +387,6 @@ class ShowoBackbone:
         paths = {"showo": showo_dir, "phi": phi_dir, "magvit": magvit_dir,
                  "showo_weights": wfile, "magvit_weights": vq.weight_path}
         return cls(model, tokenizer, vq, config, paths, device, dtype)
-
-    @classmethod
-    def from_setting(cls, setting: str, models: dict[str, str], cache_dir: Path, device="cpu",
-                     dtype: torch.dtype = torch.float32, llm: str = DEFAULT_LLM,
-                     vq: str = DEFAULT_VQ) -> "ShowoBackbone":
-        """`setting` "tiny" (the tiny checkpoint, built once under `cache_dir`/tiny) or a Show-o folder / cached hub
-        id; `--model showo=|phi=|magvit=` (the run's `models`) override the three folders of a real one."""
-        if setting == "tiny":
-            from unifybench.models.tiny_showo import tiny_showo_path
-            root = tiny_showo_path(Path(cache_dir) / "tiny")
-            paths = (root / "show-o-512x512", root / "phi-1_5", root / "magvitv2")
-        else:
-            from unifybench.models.local import resolve_model_path
-            paths = (resolve_model_path(models.get("showo") or setting), resolve_model_path(models.get("phi") or llm),
-                     resolve_model_path(models.get("magvit") or vq))
-        return cls.load(*paths, device=device, dtype=dtype)
 
     def weight_files(self) -> list[Path]:
         return [self.paths["showo_weights"], self.paths["magvit_weights"]]
@@ -496,17 +483,8 @@ class ShowoBackbone:
         return [self.mmu_id, self.soi_id] + img + [self.eoi_id] + ([self.eot_id] if sot else [])
 
     def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
-        """A question as Show-o reads it (what UniCTokens' evaluation builds): `<|mmu|> <|soi|> image <|eoi|>
-        <|endoftext|> USER: [prefix]question ASSISTANT:`. `parts` are text (joined, stripped) and at most one
-        PIL image; with none, the text alone after `<|endoftext|>`. `prefix_ids` (a personalized prompt such
-        as `<sks> is <tokens>.\n`) open the user turn."""
-        images = [p for p in parts if not isinstance(p, str)]
-        if len(images) > 1:
-            raise UserError(f"Show-o reads one image per question, not {len(images)}")
-        text = "".join(p for p in parts if isinstance(p, str)).strip()
-        head = self.mmu_prefix(self.encode_images(images)[0]) if images else [self.eot_id]
-        return (head + self.encode_text("USER: ") + list(prefix_ids or []) + self.encode_text(text)
-                + self.encode_text(" ASSISTANT:"))
+        from unifybench.models.showo.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
 
     def t2i_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return t2i_mask(ids, self.pad_id, self.soi_id, self.eoi_id)

@@ -33,17 +33,6 @@ def quiet_diffusers():
         yield
 
 
-def sd_path(setting: str, models: dict[str, str], cache_dir: Path) -> Path:
-    """The checkpoint folder: `--model sd=PATH` first, then the method's setting ("tiny", folder or hub id)."""
-    from unifybench.models.local import resolve_model_path
-    if models.get(ROLE):
-        return resolve_model_path(models[ROLE])
-    if setting == "tiny":
-        from unifybench.models.tiny_sd import tiny_sd_path
-        return tiny_sd_path(Path(cache_dir) / "tiny")
-    return resolve_model_path(setting or DEFAULT_CHECKPOINT)
-
-
 def weight_files(folder: Path, variant: str | None = None) -> dict[str, list[Path]]:
     """component -> the safetensors files `from_pretrained` reads for it (shards listed by their index)."""
     folder = Path(folder)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from unifybench.errors import UserError
-from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers, resolve_model_path
+from unifybench.models.local import TransformersBackbone, load_pretrained, quiet_transformers
 
 DEFAULT_ID = "Qwen/Qwen2.5-VL-3B-Instruct"     # UniCTokens Tables 1-2: "Qwen2.5-VL + TP", 3B
 KNOWN_IDS = {"3b": DEFAULT_ID, "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
@@ -117,14 +117,3 @@ class QwenVLBackbone(TransformersBackbone):
         if max_new_tokens <= 0:
             return ""
         return self.decode(self.generate_ids(text, images, max_new_tokens, system))
-
-
-def qwen_vl_path(name: str, ctx_models: dict, cache_dir: Path, role: str = ROLE) -> Path:
-    """The local folder for a backbone setting: "tiny", "3b", "7b", a hub id or a path;
-    `--model qwen=PATH` wins over the setting."""
-    if ctx_models.get(role):
-        return resolve_model_path(ctx_models[role])
-    if name == "tiny":
-        from unifybench.models.tiny_qwen_vl import tiny_qwen_vl_path
-        return tiny_qwen_vl_path(Path(cache_dir) / "tiny")
-    return resolve_model_path(KNOWN_IDS.get(name, name))

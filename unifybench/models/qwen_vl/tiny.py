@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from unifybench.models.local import quiet_transformers
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 VERSION = "qwen2.5-vl-v1"     # bump when the recipe changes, so stale caches are not reused
 SEED = 0
@@ -127,6 +127,6 @@ def _build(out: Path) -> None:
 
 
 def tiny_qwen_vl_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/qwen2.5-vl-v1`, built once."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/qwen2.5-vl-v1`, built once."""
+    root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build)

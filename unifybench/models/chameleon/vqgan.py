@@ -9,7 +9,6 @@ layout so the weights load by name, read with `safetensors.safe_open` only (neve
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from unifybench.errors import UserError
+from unifybench.models.local import checkpoint_files
 
 # Suffix of one encoder tensor that every Chameleon VQ checkpoint has; it locates the VQ model's prefix.
 _ENCODER_PROBE = "encoder.conv_in.weight"
@@ -199,21 +199,3 @@ class VQGANDecoder(nn.Module):
                                 f"the VQ config implies {tuple(expected[name].shape)}")
         module.load_state_dict(state, strict=True)
         return module.eval()
-
-
-def checkpoint_files(path: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint: the index's shards if there is an index, else all *.safetensors."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as e:
-            raise UserError(f"{index}: malformed safetensors index ({e})") from e
-        return [path / name for name in sorted(set(weight_map.values()))]
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"{path}: no safetensors weight files found")
-    return files

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 VERSION = "sd-v1"      # bump when the recipe changes, so stale caches are not reused
 SEED = 0
@@ -112,6 +112,6 @@ def _complete(folder: Path) -> bool:
 
 
 def tiny_sd_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench/tiny>/sd-v1`, built once."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/sd-v1`, built once."""
+    root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build, _complete)

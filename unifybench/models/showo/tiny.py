@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 
 import torch
 from safetensors.torch import save_file
@@ -56,8 +56,8 @@ def _build_tokenizer():
 
 def _build(out: Path) -> None:
     from unifybench.models.local import quiet_transformers
-    from unifybench.models.magvit2 import MAGVITv2, MagvitConfig
-    from unifybench.models.showo import NUM_NEW_SPECIAL, PhiConfig, Showo
+    from unifybench.models.showo.magvit2 import MAGVITv2, MagvitConfig
+    from unifybench.models.showo.backbone import NUM_NEW_SPECIAL, PhiConfig, Showo
 
     tokenizer = _build_tokenizer()
     llm_vocab = len(tokenizer)
@@ -94,12 +94,12 @@ def _build(out: Path) -> None:
 
 
 def tiny_showo_path(cache_dir: Path | None = None) -> Path:
-    """`<cache_dir or ~/.cache/unifybench/tiny>/showo-v1`, built once; holds the three folders."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench" / "tiny"
+    """`<cache_dir or ~/.cache/unifybench>/tiny/showo-v1`, built once; holds the three folders."""
+    root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build)
 
 
 def load_tiny_showo(cache_dir: Path | None = None, device="cpu", dtype=torch.float32):
-    from unifybench.models.showo import ShowoBackbone
+    from unifybench.models.showo.backbone import ShowoBackbone
     root = tiny_showo_path(cache_dir)
     return ShowoBackbone.load(root / "show-o-512x512", root / "phi-1_5", root / "magvitv2", device=device, dtype=dtype)

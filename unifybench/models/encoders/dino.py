@@ -10,7 +10,7 @@ input size the resize side keeps the 256/224 ratio.
 
 `tiny_dino_path()` builds (once, atomically) a tiny RANDOM ViT with the same architecture and input size
 in the same folder format; it goes through the same `load_dino` path as a real checkpoint.
-`DinoModel` has the attributes `unifybench.models.clip.embed_images_cached` needs, so reference features
+`DinoModel` has the attributes `unifybench.models.encoders.clip.embed_images_cached` needs, so reference features
 are cached on disk by (model fingerprint, image sha256) like CLIP's.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once
+from unifybench.models.tiny_cache import build_once, tiny_root
 from typing import Callable, Sequence
 
 import torch
 
 from unifybench.errors import UserError
-from unifybench.models.clip import as_dtype
+from unifybench.models import torch_dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,7 +115,7 @@ class DinoModel:
 def load_dino(path: str | Path, device: str | torch.device = "cpu",
               dtype: str | torch.dtype = torch.float32) -> DinoModel:
     """Load a DINO ViT from a local transformers folder (nothing is downloaded)."""
-    dtype = as_dtype(dtype)
+    dtype = torch_dtype(dtype)
     device = torch.device(device)
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -149,7 +149,7 @@ _LOADED_LOCK = threading.Lock()
 def get_dino(path: str | Path, device: str | torch.device = "cpu",
              dtype: str | torch.dtype = torch.float32) -> DinoModel:
     """`load_dino` once per (path, device, dtype) in this process."""
-    key = (str(path), str(torch.device(device)), as_dtype(dtype))
+    key = (str(path), str(torch.device(device)), torch_dtype(dtype))
     with _LOADED_LOCK:
         if key not in _LOADED:
             _LOADED[key] = load_dino(path, device=device, dtype=dtype)
@@ -163,8 +163,7 @@ def _complete(folder: Path) -> bool:
 def tiny_dino_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM DINO ViT (seed 0) in transformers' folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/dino-v1/`. It measures nothing; it exercises the code path."""
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench"
-    return build_once(root / "tiny" / TINY_NAME, lambda tmp: save_random_vit(tmp, TINY_CONFIG, seed=0), _complete)
+    return build_once(tiny_root(cache_dir) / TINY_NAME, lambda tmp: save_random_vit(tmp, TINY_CONFIG, seed=0), _complete)
 
 
 def save_random_vit(folder: Path, config: dict, seed: int = 0) -> Path:
