@@ -9,16 +9,6 @@ from pathlib import Path
 from unifybench.errors import UserError
 
 
-def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -72,6 +62,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", help="judge model name on that server")
     p.add_argument("--judge", choices=["on", "none"], default="on",
                    help="none: switch judge metrics off (reported as off, not as zero)")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="at most N items per task per concept (and generation prompts per concept): a quick "
+                        "partial run, marked partial in results, tables and report; 0: everything")
+
+
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}   # command -> its parser (--config sets its defaults)
 
 
 def _preset_help(argv: list[str] | None) -> str:
@@ -97,21 +93,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                      description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
     parser.add_argument("--version", action="version", version=f"unifybench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    SUBPARSERS.clear()
 
     p = sub.add_parser("run", help="train a method for every concept, generate, score, write results",
                        formatter_class=HelpFormatter, epilog=RUN_EXAMPLES)
-    p.add_argument("--method", required=True, help="method or baseline name (see `unifybench ls methods`)")
+    SUBPARSERS["run"] = p
+    p.add_argument("--method", help="method or baseline name (see `unifybench ls methods`); required, here or in --config")
     p.add_argument("--preset", help=_preset_help(argv))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="reuse finished concepts in --output-dir (default on)")
+                   help="reuse finished concepts in --output-dir")
+    p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
+                   help="also log training losses to TensorBoard or Weights & Biases (offline); "
+                        "concepts/<c>/train_log.jsonl is always written")
     _add_common(p)
 
     p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)",
                        formatter_class=HelpFormatter, epilog=EVAL_EXAMPLES)
-    p.add_argument("--predictions", type=Path, required=True, action="append",
+    SUBPARSERS["eval"] = p
+    p.add_argument("--predictions", type=Path, action="append", default=[],
                    help="JSONL of {item_id, answer} lines and/or an image manifest of {item_id, path} "
-                        "lines (ids from `unifybench items`); may be given several times")
+                        "lines (ids from `unifybench items`); may be given several times; required, "
+                        "here or in --config (flags add to the file's)")
     _add_common(p)
 
     p = sub.add_parser("items", help="print a benchmark's task items as JSONL", formatter_class=HelpFormatter)
@@ -136,24 +139,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _spec_from_args(args, method: str):
-    from unifybench.runner import RunSpec
-    preset = getattr(args, "preset", None)
-    tiny = preset == "tiny"
-    out = args.output_dir or Path("runs") / f"{method}-{args.benchmark}-{preset or 'paper'}"
-    return RunSpec(method=method, benchmark=args.benchmark, data_root=args.data_root,
-                   evaluators=_csv(args.evaluators), evaluator_presets=_key_values(args.eval_preset, "--eval-preset"),
-                   preset=preset, overrides=_key_values(getattr(args, "set", []), "--set"), output_dir=out,
-                   seed=args.seed, device=args.device, dtype=args.dtype, concepts=_csv(args.concepts),
-                   models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
-                   cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None,
-                   judge_base_url=args.judge_base_url, judge_model=args.judge_model,
-                   judge_enabled=args.judge != "none")
+def options_from_args(command: str, args) -> dict:
+    """The options of `command` (see unifybench.options) from parsed flags."""
+    from unifybench.options import OPTIONS
+    return {k: getattr(args, k) for k in OPTIONS[command] if hasattr(args, k)}
 
 
 def cmd_run(args) -> int:
+    from unifybench.options import build_spec
     from unifybench.runner import run
-    spec = _spec_from_args(args, args.method)
+    spec = build_spec("run", options_from_args("run", args))
     doc = run(spec)
     if doc:  # other ranks of a torchrun launch return nothing; rank 0 reports
         _print_summary(doc, spec.output_dir)
@@ -162,19 +157,44 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     from unifybench.evaluate import evaluate_predictions
-    spec = _spec_from_args(args, "predictions")
-    if args.output_dir is None:
-        spec.output_dir = Path("runs") / f"eval-{args.benchmark}"
-    doc = evaluate_predictions(spec, args.predictions)
+    from unifybench.options import build_spec
+    options = options_from_args("eval", args)
+    spec = build_spec("eval", options)
+    doc = evaluate_predictions(spec, [Path(p) for p in spec.run_config["predictions"]])
     _print_summary(doc, spec.output_dir)
     return 0
 
 
 def _print_summary(doc: dict, out: Path) -> None:
-    from unifybench.progress import console
+    """The table on stdout as Markdown, never wrapped (it can be piped into a file); messages on stderr."""
     from unifybench.report import run_table
-    console.print(run_table(doc), markup=False, highlight=False)
-    console.print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", markup=False)
+    sys.stdout.write(run_table(doc) + "\n")
+    sys.stdout.flush()
+    print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", file=sys.stderr)
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; when it names `--config FILE.yaml`, the file's keys become the command's defaults and
+    the flags are parsed again over them (a flag given on the command line wins; `--set`, `--model`,
+    `--eval-preset` and `--predictions` add to the file's entries, a later KEY winning)."""
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if path is None:
+        return args
+    from unifybench.options import load_config_file
+    command = args.command
+    values = load_config_file(path, command)
+    for key in ("set", "model", "eval_preset"):
+        if isinstance(values.get(key), dict):
+            values[key] = [f"{k}={v}" for k, v in values[key].items()]
+    for key in ("evaluators", "concepts"):
+        if isinstance(values.get(key), list):
+            values[key] = ",".join(str(v) for v in values[key])
+    for key in ("set", "model", "eval_preset", "predictions", "log"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    SUBPARSERS[command].set_defaults(**values)
+    return parser.parse_args(argv)
 
 
 def item_record(item) -> dict:
@@ -295,14 +315,15 @@ def _plugged_parsers(sub) -> None:
         p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter,
                            epilog=getattr(mod, "EXAMPLES", None))
         mod.configure(p)
+        SUBPARSERS[name] = p
         COMMANDS[name] = mod.main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     _plugged_parsers(parser._subparsers._group_actions[0])
-    args = parser.parse_args(argv)
     try:
+        args = apply_config_file(parser, argv)
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"unifybench: error: {e}", file=sys.stderr)

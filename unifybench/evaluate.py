@@ -10,7 +10,8 @@ from unifybench.data.schema import Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.progress import Progress
 from unifybench.report import write_run_table
-from unifybench.runner import SCHEMA_VERSION, TINY_NOTICE, RunSpec, make_benchmark, make_evaluators, score, select_concepts
+from unifybench.runner import (SCHEMA_VERSION, TINY_NOTICE, RunSpec, make_benchmark, make_evaluators, partial_note,
+                               score, select_concepts)
 from unifybench.store import read_jsonl, write_json
 
 
@@ -71,12 +72,15 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
            "git_hash": env.git_hash(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "tiny": spec.tiny, **({"notice": TINY_NOTICE} if spec.tiny else {}),
+           **({"partial": partial_note(spec)} if spec.limit else {}),
            "environment": env.environment(spec.device, spec.dtype),
            "config": {"method": {"name": "predictions", "preset": None,
                                  "config": {"files": [str(p) for p in paths]}},
                       "benchmark": benchmark.name, "data_root": spec.data_root,
                       "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
-                      "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
+                      "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators},
+                      **({"limit": spec.limit} if spec.limit else {})},
+           **({"run_config": spec.run_config} if spec.run_config is not None else {}),
            "models": {},
            "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
            "results": {benchmark.name: results}}

@@ -26,6 +26,11 @@ class ResultsFile:
         return bool(self.doc.get("tiny"))
 
     @property
+    def partial(self) -> bool:
+        """A `--limit` run: some items were left out on purpose."""
+        return bool(self.doc.get("partial"))
+
+    @property
     def method(self) -> str | None:
         return ((self.doc.get("config") or {}).get("method") or {}).get("name")
 

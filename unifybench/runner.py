@@ -46,11 +46,19 @@ class RunSpec:
     models: dict[str, str] = field(default_factory=dict)
     resume: bool = True
     cache_dir: Path = Path.home() / ".cache" / "unifybench"
-    tiny: bool = False
     progress: bool | None = None                  # None: when stderr is a terminal
     judge_base_url: str | None = None             # OpenAI-compatible server for judge metrics
     judge_model: str | None = None
     judge_enabled: bool = True                    # --judge none switches judge metrics off
+    limit: int = 0                                # > 0: at most this many items per task per concept (partial)
+    loggers: list[str] = field(default_factory=list)   # --log tensorboard / wandb (train_log.jsonl always)
+    run_config: dict[str, Any] | None = None      # the options as given (CLI, --config, API), recorded
+    tiny: bool | None = None                      # None: derived from the preset (options.is_tiny)
+
+    def __post_init__(self):
+        if self.tiny is None:
+            from unifybench.options import is_tiny
+            self.tiny = is_tiny(self.preset)
 
 
 def root_env_var(name: str) -> str:
@@ -113,6 +121,10 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
     if spec is not None and spec.tiny:
         for ev in evaluators:
             ev.for_tiny_run()
+    if spec is not None and spec.limit:
+        for ev in evaluators:   # the forgetting evaluators' own item cap, per split / subject group
+            if "limit" in ev.params and not ev.params["limit"]:
+                ev.params["limit"] = spec.limit
     if spec is not None:
         ctx = _eval_context(spec, Path(spec.output_dir))
         for ev in evaluators:
@@ -121,13 +133,51 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
     return evaluators
 
 
+def resolve_method(spec: RunSpec, ctx):
+    """The run's method: a registered name, a Method subclass (a user's own), or a Method instance."""
+    from unifybench.methods.base import Method
+    m = spec.method
+    if isinstance(m, Method):
+        m.ctx.progress = None
+        return m
+    if isinstance(m, type) and issubclass(m, Method):
+        return m(ctx, spec.preset, spec.overrides)
+    if not isinstance(m, str):
+        raise UserError(f"method must be a registered name, a Method subclass or a Method instance, not {m!r}")
+    return get_runnable(m)(ctx, spec.preset, spec.overrides)   # names first: a typo fails before any work
+
+
+def limit_items(items: list[Item], limit: int) -> list[Item]:
+    """The first `limit` items of each task, in the benchmark's order (all of them when `limit` is 0)."""
+    if limit <= 0:
+        return list(items)
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        seen[item.task] = seen.get(item.task, 0) + 1
+        if seen[item.task] <= limit:
+            out.append(item)
+    return out
+
+
+def partial_note(spec: RunSpec) -> dict | None:
+    """What results.json says of a `--limit` run (None for a full run): lm-eval's habit of marking it."""
+    if not spec.limit:
+        return None
+    return {"limit": spec.limit, "reason": f"--limit {spec.limit}: at most {spec.limit} items per task per "
+                                           f"concept (and per forgetting split); not comparable with full runs"}
+
+
 def run(spec: RunSpec) -> dict:
     """Train, predict and score; returns the results dict also written to results.json."""
-    method_cls = get_runnable(spec.method)      # names first: a typo fails before any work
-    benchmark = make_benchmark(spec.benchmark, spec.data_root)
-    concepts = select_concepts(benchmark, spec.concepts)
+    clock = StageClock(spec)
+    benchmark = make_benchmark(spec.benchmark, spec.data_root) if isinstance(spec.method, str) else None
     ctx = _method_context(spec)
-    method = method_cls(ctx, spec.preset, spec.overrides)
+    method = resolve_method(spec, ctx)
+    ctx = method.ctx
+    if benchmark is None:
+        benchmark = make_benchmark(spec.benchmark, spec.data_root)
+    concepts = select_concepts(benchmark, spec.concepts)
     evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec,
                                  method.not_scored_by)
     _check_images(benchmark)
@@ -136,6 +186,8 @@ def run(spec: RunSpec) -> dict:
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if spec.tiny:
+        clock.say(TINY_WHAT)
 
     if spec.tiny and spec.device == "cpu":
         # Tiny models are all per-op overhead: extra threads only add synchronisation (measured 3x slower).
@@ -144,21 +196,26 @@ def run(spec: RunSpec) -> dict:
     rank, world = distributed.init(spec)
     if world > 1:
         ctx.device = spec.device = distributed.rank_device(spec.device)
+    unit_times: dict[str, dict] = {}
     with Progress(spec.progress if rank == 0 else False) as progress:
+        clock.quiet = rank != 0 or progress.enabled
         ctx.progress = progress
         method.setup()
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
                         for role, p in sorted(method.model_files().items())}
         data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
+        clock.stage("setup")
         mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
-        with maybe_task(progress, "concepts", len(mine)) as advance:
-            for concept in mine:
-                items = [i for i in benchmark.items(concept) if i.task in wanted]
+        with maybe_task(progress, "concepts", len(mine), keep=True) as advance:
+            for n, concept in enumerate(mine, 1):
+                items = limit_items([i for i in benchmark.items(concept) if i.task in wanted], spec.limit)
                 key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                       "seed": spec.seed, "items": [i.id for i in items],
                                       "version": unifybench.__version__})
-                _run_unit(method, benchmark, concept, items, out, key, spec)
+                unit_times[concept.name] = _run_unit(method, benchmark, concept, items, out, key, spec)
+                clock.concept(concept.name, n, len(mine), unit_times[concept.name])
                 advance()
+        clock.stage("concepts")
         distributed.barrier()
         if rank != 0:
             distributed.finish()
@@ -167,9 +224,13 @@ def run(spec: RunSpec) -> dict:
         predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
                        for c in concepts}
         results = score(benchmark, concepts, predictions, evaluators, out, spec, progress)
+        clock.stage("scoring")
         forgetting = run_forgetting(method, concepts, evaluators, out, spec)
+        if forgetting:
+            clock.stage("forgetting")
     distributed.finish()
 
+    partial = partial_note(spec)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "unifybench_version": unifybench.__version__,
@@ -177,19 +238,73 @@ def run(spec: RunSpec) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tiny": spec.tiny,
         **({"notice": TINY_NOTICE} if spec.tiny else {}),
+        **({"partial": partial} if partial else {}),
         "environment": env.environment(spec.device, spec.dtype),
         "config": {"method": method.describe(), "benchmark": benchmark.name, "data_root": spec.data_root,
                    "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
-                   "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
+                   "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators},
+                   **({"limit": spec.limit} if spec.limit else {})},
+        **({"run_config": spec.run_config} if spec.run_config is not None else {}),
         "models": model_hashes,
         "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
         "results": {benchmark.name: results},
         **({"forgetting": forgetting} if forgetting else {}),
+        "timing": {"stages_s": clock.stages, "concepts_s": unit_times, "total_s": clock.total()},
     }
     write_json(out / "results.json", doc)
     from unifybench.report import write_run_table
     write_run_table(doc, out / "leaderboard.md")
     return doc
+
+
+TINY_WHAT = ("tiny preset: random tiny models on the bundled mini benchmark. This checks that every stage runs "
+             "(training, answering, image generation, scoring, files written, resume); the numbers mean nothing.")
+
+
+class StageClock:
+    """Wall time per stage (and the run's total), and the plain progress lines of a run whose stderr is
+    not a terminal (CI, nohup, Slurm): one line per finished stage and concept, elapsed and ETA."""
+
+    def __init__(self, spec: RunSpec):
+        import time
+        self._now = time.perf_counter
+        self._start = self._last = self._now()
+        self._concepts_start = None
+        self.stages: dict[str, float] = {}
+        self.quiet = False
+        self.label = str(getattr(spec.method, "name", spec.method)) if not isinstance(spec.method, str) else spec.method
+
+    def say(self, line: str) -> None:
+        import sys
+        print(f"unifybench: {line}", file=sys.stderr, flush=True)
+
+    def total(self) -> float:
+        return round(self._now() - self._start, 3)
+
+    def stage(self, name: str) -> None:
+        now = self._now()
+        self.stages[name] = round(now - self._last, 3)
+        self._last = now
+        if not self.quiet:
+            self.say(f"{self.label}: {name} done in {_hms(self.stages[name])} (elapsed {_hms(now - self._start)})")
+
+    def concept(self, name: str, n: int, total: int, times: dict) -> None:
+        now = self._now()
+        if self._concepts_start is None:
+            self._concepts_start = self._last
+        done = now - self._concepts_start
+        eta = done / n * (total - n)
+        if not self.quiet:
+            how = "reused" if times.get("reused") else f"fit {_hms(times.get('fit_s', 0))}, predict {_hms(times.get('predict_s', 0))}"
+            self.say(f"{self.label}: concept {n}/{total} {name} done ({how}); elapsed {_hms(now - self._start)}, "
+                     f"ETA {_hms(eta)} for the concepts")
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _check_images(benchmark: Benchmark) -> None:
@@ -231,29 +346,37 @@ def _finished(marker: Path, key: str) -> bool:
 
 
 def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
-              spec: RunSpec) -> None:
+              spec: RunSpec) -> dict:
     """Fit, then predict, one concept; each stage is skipped when it finished with the same key.
 
     A stage's marker is written last, after its outputs, so a crash inside a stage redoes only it.
     """
+    import time
+    from unifybench.trainlog import open_log
     cdir = out / "concepts" / concept.name
     fit_done, predict_done = cdir / "fit.json", cdir / "unit.json"
     if spec.resume and _finished(predict_done, key) and (cdir / "predictions.jsonl").exists():
-        return
+        return {"reused": True}
     cdir.mkdir(parents=True, exist_ok=True)
-    if spec.resume and _finished(fit_done, key):
+    t0 = time.perf_counter()
+    fit_reused = spec.resume and _finished(fit_done, key)
+    if fit_reused:
         art = json.loads(fit_done.read_text())["artifact"]
         artifact = out / art if art else None
     else:
         env.seed_everything(env.derive_seed(spec.seed, "fit", concept.name))
-        artifact = method.fit(concept, benchmark, cdir)
+        with open_log(cdir / "train_log.jsonl", concept.name, spec.loggers, out, out.name):
+            artifact = method.fit(concept, benchmark, cdir)
         write_json(fit_done, {"key": key, "concept": concept.name,
                               "artifact": str(artifact.relative_to(out)) if artifact else None})
+    t1 = time.perf_counter()
     method.load_artifact(concept, artifact)
     env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
     preds = [_relative(p, out) for p in method.predict(concept, items, cdir)]
     write_jsonl(cdir / "predictions.jsonl", [p.to_json() for p in preds])
     write_json(predict_done, {"key": key, "concept": concept.name})
+    return {"fit_s": round(t1 - t0, 3), "predict_s": round(time.perf_counter() - t1, 3),
+            **({"fit_reused": True} if fit_reused else {})}
 
 
 def _relative(p: Prediction, out: Path) -> Prediction:
@@ -279,7 +402,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         task_of: dict[str, str] = {}
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
-                items = [i for i in benchmark.items(concept) if i.task in ev.tasks]
+                items = limit_items([i for i in benchmark.items(concept) if i.task in ev.tasks], spec.limit)
                 preds = {p.id: p for p in predictions.get(concept.name, []) if p.task in ev.tasks}
                 n_missing += sum(1 for i in items if i.id not in preds)
                 items = [i for i in items if i.id in preds]

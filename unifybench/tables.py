@@ -88,6 +88,9 @@ SPEC_FORMAT = "unifybench-spec/1"
 REPORTED_FORMAT = "unifybench-reported/1"
 TINY_MARK = "†"
 PRESET_MARK = "‡"
+PARTIAL_MARK = "§"
+PARTIAL_FOOTNOTE = (f"{PARTIAL_MARK} partial run (`--limit N`: at most N items per task per concept): "
+                    "not comparable with full runs; never ranked.")
 TINY_FOOTNOTE = (f"{TINY_MARK} tiny random models (`--preset tiny`): these numbers test the pipeline and "
                  "say nothing about any method; they are never ranked.")
 PRESET_FOOTNOTE = f"{PRESET_MARK} the evaluator ran with another preset than the paper's protocol (see warnings)."
@@ -335,6 +338,7 @@ class Line:
     tiny: bool = False
     run: str = ""                    # results file label
     ranked: bool = True
+    partial: bool = False            # a --limit run
 
 
 @dataclass
@@ -371,6 +375,8 @@ class Table:
                      + (f" (not ranked: {', '.join(excl)})" if excl else "") + " and among reproduced lines.")
         if any(l.tiny for l in self.lines):
             notes.append(TINY_FOOTNOTE)
+        if any(l.partial for l in self.lines):
+            notes.append(PARTIAL_FOOTNOTE)
         if any(c.flag for l in self.lines for c in l.cells.values()):
             notes.append(PRESET_FOOTNOTE)
         return notes
@@ -500,7 +506,8 @@ def build_table(spec: Spec, results: list[ResultsFile], forced: dict[Path, str] 
             if printed is not None:
                 cell.diff = _signed(v - printed, col.format)
             cells[col.id] = cell
-        return Line(kind, row_id, label, group, cells, tiny=rf.tiny, run=rf.label, ranked=ranked and not rf.tiny)
+        return Line(kind, row_id, label, group, cells, tiny=rf.tiny, run=rf.label,
+                    ranked=ranked and not rf.tiny and not rf.partial, partial=rf.partial)
 
     for row in spec.rows:
         cells = {}
@@ -559,7 +566,7 @@ def _with_marks(cell: Cell, bold, under) -> str:
 
 
 def _label(line: Line) -> str:
-    return line.label + (TINY_MARK if line.tiny else "")
+    return line.label + (TINY_MARK if line.tiny else "") + (PARTIAL_MARK if line.partial else "")
 
 
 def _md_escape(s: str) -> str:
@@ -585,7 +592,7 @@ def render_md(table: Table) -> str:
 
 _TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
               "{": r"\{", "}": r"\}", "~": r"$\sim$", "^": r"\^{}", "<": r"$<$", ">": r"$>$",
-              TINY_MARK: r"$^\dagger$", PRESET_MARK: r"$^\ddagger$", "↳": r"$\hookrightarrow$",
+              TINY_MARK: r"$^\dagger$", PRESET_MARK: r"$^\ddagger$", PARTIAL_MARK: r"$^\S$", "↳": r"$\hookrightarrow$",
               "±": r"$\pm$", "`": "", "−": "-"}
 
 
@@ -632,7 +639,7 @@ def render_tex(table: Table) -> str:
 
 
 CSV_FIELDS = ["kind", "row_id", "row", "group", "run", "tiny", "column_id", "column", "value", "difference",
-              "mark", "source"]
+              "mark", "source", "partial"]
 
 
 def render_csv(table: Table) -> str:
@@ -647,7 +654,8 @@ def render_csv(table: Table) -> str:
                 continue
             value = repr(cell.full) if cell.full is not None else cell.text + cell.note
             w.writerow([line.kind, line.row_id, line.label, line.group, line.run, str(line.tiny).lower(),
-                        c.id, c.label, value, cell.diff or "", cell.mark or "", cell.source])
+                        c.id, c.label, value, cell.diff or "", cell.mark or "", cell.source,
+                        str(line.partial).lower()])
     return buf.getvalue()
 
 
