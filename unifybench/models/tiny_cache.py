@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 
 def build_once(dest: Path, build: Callable[[Path], None], complete: Callable[[Path], bool] = Path.is_dir) -> Path:
@@ -39,3 +39,20 @@ def tiny_root(cache_dir: Path | None = None) -> Path:
     """Where every tiny builder puts its folder: `<cache_dir>/tiny/` (the run's cache; default
     `~/.cache/unifybench`). The one convention for every family and encoder."""
     return (Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench") / "tiny"
+
+
+def no_early_stop(head, stop_ids: Iterable[int]) -> None:
+    """Zero the output-head rows (and biases) of the end-of-turn / end-of-text tokens of a tiny random model.
+
+    Their logit is then exactly 0 while the ~1000 random text logits beside it always include positive ones,
+    so greedy decoding never ends a turn at once: tiny answers are non-empty text (random words up to
+    `max_new_tokens`), and the text path (decode, detokenise, parse, score) is exercised. A seeded tiny model
+    otherwise answers the empty string whenever its random head happens to rank end-of-turn first, which
+    looks exactly like a broken pipeline. Real checkpoints are never touched: this runs in the tiny builders.
+    """
+    import torch
+    with torch.no_grad():
+        for i in stop_ids:
+            head.weight[i].zero_()
+            if getattr(head, "bias", None) is not None:
+                head.bias[i] = 0.0
