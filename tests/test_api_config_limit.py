@@ -180,3 +180,19 @@ def test_non_terminal_run_prints_one_line_per_stage_and_concept(tmp_path):
     out = proc.stdout.splitlines()
     rows = [l for l in out if l.startswith("|")]
     assert rows and all(l.endswith("|") for l in rows) and "wrote" not in proc.stdout and "wrote" in proc.stderr
+
+
+def test_log_tensorboard_writes_the_losses_of_train_log(tmp_path):
+    """`--log tensorboard` (the optional extra): the event files hold the same step and epoch losses as
+    train_log.jsonl, read back with TensorBoard's own reader."""
+    pytest.importorskip("tensorboard", reason="optional extra: pip install 'unifybench[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    unifybench.run(method=SaysYes, evaluators="recognition", concepts="dog", log=["tensorboard"],
+                   output_dir=tmp_path / "r", cache_dir=tmp_path / "cache", no_progress=True)
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard" / "dog"))
+    acc.Reload()
+    log = [json.loads(l) for l in (tmp_path / "r" / "concepts" / "dog" / "train_log.jsonl").read_text().splitlines()]
+    steps = [(e.step, e.value) for e in acc.Scalars("loss/step/fit")]
+    assert steps == [(r["step"], pytest.approx(r["loss"])) for r in log if r["kind"] == "step"]
+    epochs = [(e.step, e.value) for e in acc.Scalars("loss/epoch/fit")]
+    assert epochs == [(r["epoch"], pytest.approx(r["loss"])) for r in log if r["kind"] == "epoch"]
