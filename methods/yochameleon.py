@@ -156,10 +156,11 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = YoChameleonConfig
     presets = {
-        # The embedded default: random tiny Chameleon + tiny CLIP, a few steps, a few images.
+        # The embedded default: random tiny Chameleon + tiny CLIP, a few steps, a few images; 4 tokens per task
+        # and 16 new tokens, so that an answer has text after its self-prompting prefix (tiny text is non-empty).
         "tiny": dict(backbone="tiny", epochs=3, lr=3e-2, n_recognition_positives=6, n_hard_negatives=3,
                      n_random_negatives=3, n_soft_positives=6, n_real_generation=3, n_train_images=3,
-                     gen_prompts_limit=1, images_per_prompt=2, max_new_tokens=8),
+                     gen_prompts_limit=1, images_per_prompt=2, num_tokens=4, max_new_tokens=16),
         # What the released code does: lm_head rows restored for the identifier only at test, no <g> prefix.
         "code": dict(head_rows="identifier", self_prompting=False),
     }
