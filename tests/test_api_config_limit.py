@@ -35,7 +35,7 @@ class SaysYes(Method):
 def recognition_by_hand(concepts: list[str], limit: int = 0) -> float:
     """The strict parser reads "Yes" as yes: positive recall 1, negative recall 0; a concept's value is the
     mean of the recalls its items have (both: 0.5), the run's the mean over concepts."""
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark("unifybench-mini", None)
     values = []
     for c in concepts:
@@ -82,7 +82,7 @@ def test_api_checks_like_the_cli(tmp_path):
 
 def test_the_tiny_flag_is_derived_in_one_place():
     from unifybench.options import build_spec
-    from unifybench.runner import RunSpec
+    from unifybench.runspec import RunSpec
     assert RunSpec(method="yochameleon", preset="tiny").tiny is True       # the guessable call of the issue
     assert RunSpec(method="yochameleon").tiny is False
     assert build_spec("run", {"method": "yochameleon", "preset": "tiny"}).tiny is True

@@ -112,7 +112,7 @@ def test_report_page_has_tables_and_a_grid_per_concept(tmp_path, capsys):
     dom = parse(text)
     assert dom.sections == CONCEPTS and dom.grids == len(CONCEPTS)
     assert dom.prompt_rows == len(CONCEPTS) * len(PROMPTS)
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark("unifybench-mini", None)
     for c in CONCEPTS:
         refs = roles(dom, c, "reference")
@@ -137,7 +137,7 @@ def test_answers_show_reference_label_decision_and_the_question_photo(tmp_path):
     assert cli_main(["report", str(run), "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     rows = answer_rows(text)
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark("unifybench-mini", None)
     for c in CONCEPTS:
         items = {i.id: i for i in bench.items(bench.concept(c))}

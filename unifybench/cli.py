@@ -228,7 +228,7 @@ def _counts_line(bench, concepts, n_by_task: dict[str, int]) -> str:
 
 
 def cmd_items(args) -> int:
-    from unifybench.runner import make_benchmark, select_concepts
+    from unifybench.runspec import make_benchmark, select_concepts
     bench = make_benchmark(args.benchmark, args.data_root)
     concepts = select_concepts(bench, _csv(args.concepts))
     n_by_task: dict[str, int] = {}
@@ -249,11 +249,11 @@ def cmd_items(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark(args.benchmark, args.data_root)
     # validate() first: it lists every problem, where loading the items would stop at the first one.
-    problems = bench.validate() if hasattr(bench, "validate") else []
-    for line in (bench.warnings() if hasattr(bench, "warnings") else []):
+    problems = bench.validate()
+    for line in bench.warnings():
         print(f"warning: {line}", file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
@@ -286,8 +286,9 @@ def cmd_ls(args) -> int:
         return 0
     if args.name:
         raise UserError(f"`unifybench ls {args.kind}` takes no name")
-    for entry in REGISTRIES[args.kind].entries():
-        print(f"{entry.name}\t{entry.description}")
+    registry = REGISTRIES[args.kind]
+    for entry in registry.entries():
+        print(f"{entry.name}\t{registry.description(entry.name)}")
     return 0
 
 

@@ -255,7 +255,7 @@ def load_benchmark_view(doc: dict, concepts: list[str]) -> BenchmarkView:
     if not name:
         return BenchmarkView(problem="the results file names no benchmark")
     try:
-        from unifybench.runner import make_benchmark
+        from unifybench.runspec import make_benchmark
         bench = make_benchmark(name, cfg.get("data_root"))
         view = BenchmarkView(refs={c.name: list(c.train_images) for c in bench.concepts()},
                              root=bench.root)

@@ -122,7 +122,7 @@ def recorded(o: dict[str, Any]) -> dict[str, Any]:
 
 def build_spec(command: str, options: dict[str, Any]):
     """The RunSpec for `command` ("run" | "eval") from user options (any front end)."""
-    from unifybench.runner import RunSpec
+    from unifybench.runspec import RunSpec
     o = normalise(command, options)
     out = Path(o["output_dir"]) if o["output_dir"] else default_output_dir(command, o)
     return RunSpec(method=o.get("method") or "predictions", benchmark=o["benchmark"], data_root=o["data_root"],
@@ -136,8 +136,9 @@ def build_spec(command: str, options: dict[str, Any]):
 
 
 def is_tiny(preset: str | None) -> bool:
-    """The one rule: the `tiny` preset means random tiny models and the bundled mini data everywhere."""
-    return preset == "tiny"
+    """The one rule (kept in unifybench.runspec): the `tiny` preset means tiny models and mini data."""
+    from unifybench.runspec import is_tiny as rule
+    return rule(preset)
 
 
 def load_config_file(path: str | Path, command: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from unifybench.data.root import resolve_root
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, Evaluator
 
@@ -44,16 +45,8 @@ def data_root(evaluator: str, param: str | None, env_var: str, hint: str) -> Pat
     if isinstance(param, str) and param.startswith(BUNDLED):
         from unifybench.data.unifybench import MINI_ROOT
         return MINI_ROOT.parent / param[len(BUNDLED):]
-    source = "data="
-    path = param
-    if not path and os.environ.get(env_var):
-        path, source = os.environ[env_var], env_var
-    if not path:
-        raise UserError(f"evaluator {evaluator!r} needs its data: set {env_var}=PATH ({hint})")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"evaluator {evaluator!r}: data folder {p} (from {source}) does not exist")
-    return p
+    return resolve_root(param, "data=", env_var, f"evaluator {evaluator!r} needs its data: set {env_var}=PATH ({hint})",
+                        f"evaluator {evaluator!r}: data folder")
 
 
 class ModelEvaluator(Evaluator):

@@ -84,7 +84,7 @@ class Benchmark:
 
     name: str = ""
     description: str = ""
-    root: Path | None = None      # the folder every file of the benchmark lies in (set by each loader)
+    root: Path | None = None       # the data folder, when the benchmark reads one (data file names are relative to it)
 
     def concepts(self) -> list[Concept]:
         raise NotImplementedError
@@ -110,4 +110,12 @@ class Benchmark:
 
     def data_files(self) -> list[Path]:
         """Files whose contents determine the items (hashed into the run's cache keys)."""
+        return []
+
+    def validate(self) -> list[str]:
+        """Every problem with the benchmark's files (schemas, unreadable images), one line each."""
+        return []
+
+    def warnings(self) -> list[str]:
+        """Things worth saying that do not stop a run (e.g. files the loader ignores)."""
         return []

@@ -47,6 +47,6 @@ def test_user_data_wins_and_paper_runs_never_use_the_mini_sets(monkeypatch, tmp_
     given.for_tiny_run()
     assert given.params["data"] == str(tmp_path)
     monkeypatch.delenv("UNIFYBENCH_POPE_ROOT")
-    from unifybench.runner import RunSpec, make_evaluators
+    from unifybench.runspec import RunSpec, make_evaluators
     evs = make_evaluators(["pope"], {}, frozenset(), RunSpec(method="yochameleon", tiny=False))
     assert evs[0].params["data"] is None
