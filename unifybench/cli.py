@@ -62,6 +62,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", help="judge model name on that server")
     p.add_argument("--judge", choices=["on", "none"], default="on",
                    help="none: switch judge metrics off (reported as off, not as zero)")
+    p.add_argument("--missing", choices=["wrong", "exclude"], default="wrong",
+                   help="an item without a prediction: scored as a wrong answer (default) or left out of every "
+                        "denominator (exclude); counted as n_missing either way")
     p.add_argument("--limit", type=int, default=0, metavar="N",
                    help="at most N items per task per concept (and generation prompts per concept): a quick "
                         "partial run, marked partial in results, tables and report; 0: everything")
@@ -121,7 +124,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name")
     p.add_argument("--data-root", help="the benchmark's data folder")
     p.add_argument("--concepts", help="comma-separated concept names (default: all)")
-    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen)")
+    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen, caption)")
 
     p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image",
                        formatter_class=HelpFormatter)

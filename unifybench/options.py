@@ -17,7 +17,7 @@ COMMON: dict[str, Any] = {
     "benchmark": "unifybench-mini", "data_root": None, "evaluators": None, "eval_preset": {}, "concepts": None,
     "output_dir": None, "seed": 0, "device": "cpu", "dtype": "float32", "model": {},
     "cache_dir": str(Path.home() / ".cache" / "unifybench"), "no_progress": False, "judge_base_url": None,
-    "judge_model": None, "judge": "on", "limit": 0,
+    "judge_model": None, "judge": "on", "limit": 0, "missing": "wrong",
 }
 RUN: dict[str, Any] = {"method": None, "preset": None, "set": {}, "resume": True, "log": [], **COMMON}
 EVAL: dict[str, Any] = {"predictions": [], **COMMON}
@@ -82,6 +82,8 @@ def normalise(command: str, options: dict[str, Any]) -> dict[str, Any]:
             o[key] = str(o[key])
     if o["dtype"] not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {o['dtype']!r}")
+    if o["missing"] not in ("wrong", "exclude"):
+        raise UserError(f"missing must be 'wrong' or 'exclude', not {o['missing']!r}")
     if o["judge"] not in ("on", "none"):
         raise UserError(f"judge must be 'on' or 'none', not {o['judge']!r}")
     for key in ("seed", "limit"):
@@ -132,7 +134,7 @@ def build_spec(command: str, options: dict[str, Any]):
                    cache_dir=Path(o["cache_dir"]), tiny=is_tiny(o.get("preset")),
                    progress=False if o["no_progress"] else None, judge_base_url=o["judge_base_url"],
                    judge_model=o["judge_model"], judge_enabled=o["judge"] != "none", limit=o["limit"],
-                   loggers=list(o.get("log") or []), run_config=recorded(o))
+                   loggers=list(o.get("log") or []), missing=o["missing"], run_config=recorded(o))
 
 
 def is_tiny(preset: str | None) -> bool:

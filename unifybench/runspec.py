@@ -50,6 +50,7 @@ class RunSpec:
     judge_base_url: str | None = None             # OpenAI-compatible server for judge metrics
     judge_model: str | None = None
     judge_enabled: bool = True                    # --judge none switches judge metrics off
+    missing: str = "wrong"                        # an item without a prediction: "wrong" or "exclude" (old)
     limit: int = 0                                # > 0: at most this many items per task per concept (partial)
     loggers: list[str] = field(default_factory=list)   # --log tensorboard / wandb (train_log.jsonl always)
     run_config: dict[str, Any] | None = None      # the options as given (CLI, --config, API), recorded
