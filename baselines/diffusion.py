@@ -43,6 +43,7 @@ from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
 from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers
 from unifybench.progress import maybe_task
+from unifybench import trainlog
 
 CLASS_IMAGES_VERSION = 1
 EVAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)   # fixed timesteps (fractions of T) of the before/after training loss
@@ -468,6 +469,7 @@ class DreamBoothSD(StableDiffusionBaseline):
                 optimizer.step()
                 losses.append(step_loss)
                 prior_losses.append(step_prior)
+                trainlog.step(step_loss, "dreambooth")
                 advance()
         unet.eval()
         with torch.no_grad():
@@ -594,6 +596,7 @@ class TextualInversionSD(StableDiffusionBaseline):
                         torch.nn.utils.clip_grad_norm_([vector], cfg.max_grad_norm)
                     optimizer.step()
                     losses.append(step_loss)
+                    trainlog.step(step_loss, "textual-inversion")
                     advance()
             with torch.no_grad():
                 after = self._eval_loss(unet, sched, photos, self._encode_text(text_encoder, tokenizer, [eval_prompt]),

@@ -91,6 +91,10 @@ class Evaluator:
         """Called before any work starts for an evaluator that `needs_service`: raise a one-line
         `UserError` when the service cannot be used (e.g. no judge server given)."""
 
+    def for_tiny_run(self) -> None:
+        """Adjust to the tiny preset before the run is checked (default: nothing; the forgetting evaluators
+        switch to their bundled mini data when no data is given)."""
+
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
               ctx: EvalContext) -> list[SampleScore]:
         raise NotImplementedError

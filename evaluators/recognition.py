@@ -80,7 +80,9 @@ class Recognition(Evaluator):
     tasks = frozenset({REC})
     higher_is_better = True
     needs_service = False
-    defaults: dict[str, Any] = {"parser": "strict"}
+    defaults: dict[str, Any] = {
+        "parser": "strict",         # how a reply is read as yes/no: strict | unictokens | yochameleon
+    }
     presets = {
         "default": {"parser": "strict"},
         "unictokens": {"parser": "unictokens"},

@@ -48,6 +48,7 @@ from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
+from unifybench import trainlog
 from unifybench.training import Sample, collate
 
 log = logging.getLogger(__name__)
@@ -370,8 +371,10 @@ class UniCTokens(SoftPromptMethod):
                         for p, k in zip(params, keep):
                             p[frozen] = k
                     total += float(loss.detach())
+                    trainlog.step(float(loss.detach()), desc)
                     advance()
                 losses.append(total / max(steps, 1))
+                trainlog.epoch(losses[-1], desc)
                 if epoch == snapshot_epoch:
                     snapshot = {k: v.detach().clone() for k, v in tokens.state_dict().items()}
         return {"epoch_losses": losses, "loss_before": before, "loss_after": self.eval_loss(mmu, t2i)}, snapshot

@@ -40,12 +40,12 @@ class YoChameleonConfig:
     identifier: str = "<reserved16200>"        # reserved Chameleon token used as <sks>
     first_latent: int = 16201                  # <g> = <reserved16201..>, then <u>
     head_rows: str = "all"                     # output-head rows trained: "all" new tokens | "identifier"
-    self_prompting: bool = True
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    adam_eps: float = 1e-6
-    batch_size: int = 4
-    epochs: int = 16
+    self_prompting: bool = True                # answers start with their task's token set
+    lr: float = 1e-3                           # AdamW learning rate of the concept tokens
+    weight_decay: float = 1e-4                 # AdamW weight decay
+    adam_eps: float = 1e-6                     # AdamW epsilon
+    batch_size: int = 4                        # training samples per step
+    epochs: int = 16                           # passes over the training samples
     n_train_images: int = 5                    # training photos used (sorted by name; 4-5 in the paper)
     n_recognition_positives: int = 200         # positive recognition samples (photos repeated)
     n_hard_negatives: int = 100                # pool images ranked right after the soft positives
@@ -57,9 +57,9 @@ class YoChameleonConfig:
     hflip: bool = True                         # random horizontal flip of training photos (p = 0.5)
     max_new_tokens: int = 30                   # understanding answers, greedy
     temperature: float = 1.0                   # image sampling: the Anole defaults, no CFG
-    top_k: int = 50
-    top_p: float = 1.0
-    gen_batch_size: int = 8
+    top_k: int = 50                            # image sampling: top-k
+    top_p: float = 1.0                         # image sampling: nucleus
+    gen_batch_size: int = 8                    # images generated per forward batch
     gen_prompts_limit: int = 0                 # > 0: only the first N generation prompts per concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
@@ -152,10 +152,11 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = YoChameleonConfig
     presets = {
-        # The embedded default: random tiny Chameleon + tiny CLIP, a few steps, a few images.
+        # The embedded default: random tiny Chameleon + tiny CLIP, a few steps, a few images; 4 tokens per task
+        # and 16 new tokens, so that an answer has text after its self-prompting prefix (tiny text is non-empty).
         "tiny": dict(backbone="tiny", epochs=3, lr=3e-2, n_recognition_positives=6, n_hard_negatives=3,
                      n_random_negatives=3, n_soft_positives=6, n_real_generation=3, n_train_images=3,
-                     gen_prompts_limit=1, images_per_prompt=2, max_new_tokens=8),
+                     gen_prompts_limit=1, images_per_prompt=2, num_tokens=4, max_new_tokens=16),
         # What the released code does: lm_head rows restored for the identifier only at test, no <g> prefix.
         "code": dict(head_rows="identifier", self_prompting=False),
         # Ablations (supp. Fig. 2, main Sec. 3.3): soft-positive counts; positive images only (no retrieved

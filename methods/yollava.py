@@ -26,6 +26,7 @@ from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
+from unifybench import trainlog
 from unifybench.prompts import NO, QUESTIONS, YES, question_text
 from unifybench.training import Sample, collate, sequence_loss
 
@@ -214,8 +215,10 @@ class YoLLaVA(SoftPromptMethod):
                     optimizer.step()
                     total += float(loss.detach())
                     count += 1
+                    trainlog.step(float(loss.detach()), description)
                     advance()
                 losses.append(total / max(count, 1))
+                trainlog.epoch(losses[-1], description)
         return losses
 
     # --- prediction ---

@@ -22,12 +22,47 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+FIRST_STDERR: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, cache):
     out = tmp_path_factory.mktemp("run1")
     proc = unifybench("run", "--method", "yochameleon", "--preset", "tiny", "--output-dir", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr
+    FIRST_STDERR.append(proc.stderr)
     return out
+
+
+def test_tiny_text_answers_are_non_empty_and_the_run_says_what_tiny_numbers_test(first_run):
+    """The tiny backbones never end a turn at once (tiny_cache.no_early_stop), so the text path carries text.
+    After the tiny fit, two of the four concepts still answer only with their own tokens (dropped when
+    decoding): 50 of the 99 answers are text today, a floor this test keeps (every answer used to be "")."""
+    preds = [json.loads(l) for f in sorted((first_run / "concepts").glob("*/predictions.jsonl"))
+             for l in f.read_text().splitlines()]
+    text = [p for p in preds if p["task"] in ("rec", "vqa", "text_qa")]
+    assert len(text) == 99 and all(isinstance(p.get("text"), str) for p in text)
+    assert sum(bool(p["text"].strip()) for p in text) >= 50
+    assert {p["task"] for p in text if p["text"].strip()} == {"rec", "vqa", "text_qa"}
+    assert "tiny preset: random tiny models" in FIRST_STDERR[0] and "numbers mean nothing" in FIRST_STDERR[0]
+    # off a terminal: one line per finished concept with elapsed time and ETA, one per stage
+    lines = [l for l in FIRST_STDERR[0].splitlines() if l.startswith("unifybench: yochameleon:")]
+    assert sum(" concept " in l and "ETA" in l for l in lines) == len(UnifyBenchMini().concepts())
+    assert any("scoring done in" in l for l in lines)
+    assert "FutureWarning" not in FIRST_STDERR[0] and "past_key_values" not in FIRST_STDERR[0]
+    for c in UnifyBenchMini().concepts():
+        log = [json.loads(l) for l in (first_run / "concepts" / c.name / "train_log.jsonl").read_text().splitlines()]
+        assert sum(r["kind"] == "epoch" for r in log) == 3 and all(r["loss"] > 0 for r in log)   # tiny: 3 epochs
+
+
+def test_python_api_gives_the_cli_numbers(first_run, tmp_path, cache):
+    """`unifybench.run(method=..., preset="tiny")` in-process: the CLI's defaults, files and numbers."""
+    import unifybench
+    res = unifybench.run(method="yochameleon", preset="tiny", output_dir=tmp_path, cache_dir=cache, no_progress=True)
+    cli = json.loads((first_run / "results.json").read_text())
+    assert res.tiny and res.doc["results"] == cli["results"] and res.doc["config"] == cli["config"]
+    for f in (first_run / "samples").glob("*.jsonl"):
+        assert f.read_text() == (tmp_path / "samples" / f.name).read_text()
 
 
 def test_outputs_and_results_schema(first_run):

@@ -1,2 +1,19 @@
-"""UnifyBench: benchmark and evaluation suite for personalized multimodal models."""
+"""UnifyBench: benchmark and evaluation suite for personalized multimodal models.
+
+`unifybench.run(method=..., benchmark=..., preset=..., **options)` and `unifybench.evaluate(predictions=...,
+benchmark=..., evaluators=...)` are the Python API (see unifybench.api); importing the package imports
+nothing heavy.
+"""
 __version__ = "0.1.0"
+
+
+def run(method, benchmark: str = "unifybench-mini", preset: str | None = None, **options):
+    """Train, predict and score, as `unifybench run` (see unifybench.api.run)."""
+    from unifybench.api import run as _run
+    return _run(method, benchmark, preset, **options)
+
+
+def evaluate(predictions, benchmark: str = "unifybench-mini", evaluators=None, **options):
+    """Score predictions files, as `unifybench eval` (see unifybench.api.evaluate)."""
+    from unifybench.api import evaluate as _evaluate
+    return _evaluate(predictions, benchmark, evaluators, **options)

@@ -9,21 +9,38 @@ from pathlib import Path
 from unifybench.errors import UserError
 
 
-def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help (when it has one); epilogs (the examples) kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default is None or action.default is False or action.default == [] or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+RUN_EXAMPLES = """examples:
+  unifybench run --method yochameleon --preset tiny            # random tiny models, bundled mini data
+  unifybench run --method yochameleon --preset tiny --evaluators mmlu,pope,mmbench
+  unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --model clip=/ckpt/ViT-L-14 \\
+      --benchmark unifybench --data-root /data/unifybench --limit 5   # a quick partial run on real weights
+  unifybench run --config examples/yochameleon_paper.yaml --seed 1
+  unifybench ls presets yochameleon ; unifybench ls settings yochameleon
+"""
+EVAL_EXAMPLES = """examples:
+  unifybench items --benchmark unifybench-mini > items.jsonl     # ids to answer
+  unifybench eval --predictions answers.jsonl --predictions images.jsonl --evaluators recognition,bleu,clip_i
+  unifybench eval --config examples/eval_predictions.yaml
+"""
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE.yaml",
+                   help="YAML file whose keys are this command's flags (flags given here override it)")
     p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name (see `unifybench ls benchmarks`)")
     p.add_argument("--data-root", help="folder holding the benchmark's files (not needed for unifybench-mini)")
     p.add_argument("--evaluators", help="comma-separated evaluator names (default: every local one that fits)")
@@ -31,12 +48,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="a named preset for one evaluator, e.g. recognition=unictokens")
     p.add_argument("--concepts", help="comma-separated concept names (default: all)")
     p.add_argument("--output-dir", type=Path, help="where results.json, samples/ and the table go")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (every unit's seed derives from it)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the models")
     p.add_argument("--model", action="append", metavar="ROLE=PATH", default=[],
                    help="local weights for a role, e.g. chameleon=/ckpt/Anole-7b-v0.1-hf or clip=/ckpt/ViT-L-14")
-    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench",
+                   help="tiny models, hashes and embedding/judge caches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--judge-base-url", help="OpenAI-compatible server for LLM-judge metrics "
                    "(key from $UNIFYBENCH_JUDGE_API_KEY or $OPENAI_API_KEY)")
@@ -46,59 +65,93 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing", choices=["wrong", "exclude"], default="wrong",
                    help="an item without a prediction: scored as a wrong answer (default) or left out of every "
                         "denominator (exclude); counted as n_missing either way")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="at most N items per task per concept (and generation prompts per concept): a quick "
+                        "partial run, marked partial in results, tables and report; 0: everything")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unifybench", description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}   # command -> its parser (--config sets its defaults)
+
+
+def _preset_help(argv: list[str] | None) -> str:
+    """`--preset`'s help: the real presets of the `--method` on the command line (or of every method when
+    help is asked without one). Only computed when help is asked: it imports the method classes."""
+    base = "method preset (default: paper; tiny: random tiny models + the mini benchmark)"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not ({"-h", "--help"} & set(argv)):
+        return base + "; see `unifybench ls presets METHOD`"
+    from unifybench.registry import BASELINES, METHODS
+    from unifybench.settings import method_presets
+    if "--method" in argv[:-1]:
+        names = [argv[argv.index("--method") + 1]]
+    else:
+        names = METHODS.names() + BASELINES.names()
+    listed = "; ".join(f"{n}: {', '.join(method_presets(n)) or '?'}" for n in names)
+    return f"{base}. Presets: {listed}"
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from unifybench import __version__
+    parser = argparse.ArgumentParser(prog="unifybench", formatter_class=HelpFormatter,
+                                     description="UnifyBench: benchmark and evaluation suite for personalized multimodal models")
+    parser.add_argument("--version", action="version", version=f"unifybench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    SUBPARSERS.clear()
 
-    p = sub.add_parser("run", help="train a method for every concept, generate, score, write results")
-    p.add_argument("--method", required=True, help="method or baseline name (see `unifybench ls methods`)")
-    p.add_argument("--preset", help="method preset: paper (default) or tiny (random tiny models + mini benchmark)")
+    p = sub.add_parser("run", help="train a method for every concept, generate, score, write results",
+                       formatter_class=HelpFormatter, epilog=RUN_EXAMPLES)
+    SUBPARSERS["run"] = p
+    p.add_argument("--method", help="method or baseline name (see `unifybench ls methods`); required, here or in --config")
+    p.add_argument("--preset", help=_preset_help(argv))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="reuse finished concepts in --output-dir (default on)")
+                   help="reuse finished concepts in --output-dir")
+    p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
+                   help="also log training losses to TensorBoard or Weights & Biases (offline); "
+                        "concepts/<c>/train_log.jsonl is always written")
     _add_common(p)
 
-    p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)")
-    p.add_argument("--predictions", type=Path, required=True, action="append",
+    p = sub.add_parser("eval", help="score an existing predictions JSONL (any model's outputs)",
+                       formatter_class=HelpFormatter, epilog=EVAL_EXAMPLES)
+    SUBPARSERS["eval"] = p
+    p.add_argument("--predictions", type=Path, action="append", default=[],
                    help="JSONL of {item_id, answer} lines and/or an image manifest of {item_id, path} "
-                        "lines (ids from `unifybench items`); may be given several times")
+                        "lines (ids from `unifybench items`); may be given several times; required, "
+                        "here or in --config (flags add to the file's)")
     _add_common(p)
 
-    p = sub.add_parser("items", help="print a benchmark's task items as JSONL")
-    p.add_argument("--benchmark", default="unifybench-mini")
-    p.add_argument("--data-root")
-    p.add_argument("--concepts")
+    p = sub.add_parser("items", help="print a benchmark's task items as JSONL", formatter_class=HelpFormatter)
+    p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name")
+    p.add_argument("--data-root", help="the benchmark's data folder")
+    p.add_argument("--concepts", help="comma-separated concept names (default: all)")
     p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen, caption)")
 
-    p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image")
-    p.add_argument("--benchmark", default="unifybench-mini")
-    p.add_argument("--data-root")
+    p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--benchmark", default="unifybench-mini", help="benchmark name")
+    p.add_argument("--data-root", help="the benchmark's data folder")
 
-    p = sub.add_parser("ls", help="list registered methods, baselines, benchmarks or evaluators")
-    p.add_argument("kind", choices=["methods", "baselines", "benchmarks", "evaluators"])
+    p = sub.add_parser("ls", help="list methods, baselines, benchmarks, evaluators; a method's presets or settings",
+                       formatter_class=HelpFormatter,
+                       epilog="examples:\n  unifybench ls methods\n  unifybench ls presets yochameleon\n"
+                              "  unifybench ls settings yochameleon\n  unifybench ls settings recognition\n")
+    p.add_argument("kind", choices=["methods", "baselines", "benchmarks", "evaluators", "presets", "settings"],
+                   help="what to list")
+    p.add_argument("name", nargs="?", metavar="METHOD|EVALUATOR",
+                   help="for presets and settings: the method, baseline or evaluator")
     return parser
 
 
-def _spec_from_args(args, method: str):
-    from unifybench.runspec import RunSpec
-    preset = getattr(args, "preset", None)
-    tiny = preset == "tiny"
-    out = args.output_dir or Path("runs") / f"{method}-{args.benchmark}-{preset or 'paper'}"
-    return RunSpec(method=method, benchmark=args.benchmark, data_root=args.data_root,
-                   evaluators=_csv(args.evaluators), evaluator_presets=_key_values(args.eval_preset, "--eval-preset"),
-                   preset=preset, overrides=_key_values(getattr(args, "set", []), "--set"), output_dir=out,
-                   seed=args.seed, device=args.device, dtype=args.dtype, concepts=_csv(args.concepts),
-                   models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
-                   cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None,
-                   judge_base_url=args.judge_base_url, judge_model=args.judge_model,
-                   judge_enabled=args.judge != "none", missing=args.missing)
+def options_from_args(command: str, args) -> dict:
+    """The options of `command` (see unifybench.options) from parsed flags."""
+    from unifybench.options import OPTIONS
+    return {k: getattr(args, k) for k in OPTIONS[command] if hasattr(args, k)}
 
 
 def cmd_run(args) -> int:
+    from unifybench.options import build_spec
     from unifybench.runner import run
-    spec = _spec_from_args(args, args.method)
+    spec = build_spec("run", options_from_args("run", args))
     doc = run(spec)
     if doc:  # other ranks of a torchrun launch return nothing; rank 0 reports
         _print_summary(doc, spec.output_dir)
@@ -107,20 +160,44 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     from unifybench.evaluate import evaluate_predictions
-    spec = _spec_from_args(args, "predictions")
-    if args.output_dir is None:
-        from dataclasses import replace
-        spec = replace(spec, output_dir=Path("runs") / f"eval-{args.benchmark}")
-    doc = evaluate_predictions(spec, args.predictions)
+    from unifybench.options import build_spec
+    options = options_from_args("eval", args)
+    spec = build_spec("eval", options)
+    doc = evaluate_predictions(spec, [Path(p) for p in spec.run_config["predictions"]])
     _print_summary(doc, spec.output_dir)
     return 0
 
 
 def _print_summary(doc: dict, out: Path) -> None:
-    from unifybench.progress import console
+    """The table on stdout as Markdown, never wrapped (it can be piped into a file); messages on stderr."""
     from unifybench.report import run_table
-    console.print(run_table(doc), markup=False, highlight=False)
-    console.print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", markup=False)
+    sys.stdout.write(run_table(doc) + "\n")
+    sys.stdout.flush()
+    print(f"wrote {out / 'results.json'}, {out / 'samples'}/, {out / 'leaderboard.md'}", file=sys.stderr)
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; when it names `--config FILE.yaml`, the file's keys become the command's defaults and
+    the flags are parsed again over them (a flag given on the command line wins; `--set`, `--model`,
+    `--eval-preset` and `--predictions` add to the file's entries, a later KEY winning)."""
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if path is None:
+        return args
+    from unifybench.options import load_config_file
+    command = args.command
+    values = load_config_file(path, command)
+    for key in ("set", "model", "eval_preset"):
+        if isinstance(values.get(key), dict):
+            values[key] = [f"{k}={v}" for k, v in values[key].items()]
+    for key in ("evaluators", "concepts"):
+        if isinstance(values.get(key), list):
+            values[key] = ",".join(str(v) for v in values[key])
+    for key in ("set", "model", "eval_preset", "predictions", "log"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    SUBPARSERS[command].set_defaults(**values)
+    return parser.parse_args(argv)
 
 
 def item_record(item) -> dict:
@@ -197,6 +274,21 @@ def cmd_validate(args) -> int:
 
 def cmd_ls(args) -> int:
     from unifybench.registry import REGISTRIES
+    if args.kind in ("presets", "settings"):
+        from unifybench import settings as st
+        if not args.name:
+            raise UserError(f"`unifybench ls {args.kind}` needs a method, baseline or evaluator name")
+        if args.kind == "presets":
+            for name, overrides in st.presets(args.name).items():
+                what = ", ".join(f"{k}={st.show(v)}" for k, v in overrides.items()) or "the defaults"
+                print(f"{name}\t{what}")
+            return 0
+        from unifybench.tables import text_table
+        rows = [[s.name, s.type, st.show(s.default), s.meaning or "-"] for s in st.settings(args.name)]
+        sys.stdout.write(text_table(["setting", "type", "default", "meaning"], rows))
+        return 0
+    if args.name:
+        raise UserError(f"`unifybench ls {args.kind}` takes no name")
     registry = REGISTRIES[args.kind]
     for entry in registry.entries():
         print(f"{entry.name}\t{registry.description(entry.name)}")
@@ -225,15 +317,18 @@ def _plugged_parsers(sub) -> None:
             if e.name != module:
                 raise
             continue  # not built yet
-        mod.configure(sub.add_parser(name, help=help_text))
+        p = sub.add_parser(name, help=help_text, formatter_class=HelpFormatter,
+                           epilog=getattr(mod, "EXAMPLES", None))
+        mod.configure(p)
+        SUBPARSERS[name] = p
         COMMANDS[name] = mod.main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     _plugged_parsers(parser._subparsers._group_actions[0])
-    args = parser.parse_args(argv)
     try:
+        args = apply_config_file(parser, argv)
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"unifybench: error: {e}", file=sys.stderr)

@@ -10,6 +10,13 @@ Generated images come from the run's ``samples/*.jsonl`` (rows with ``concept``,
 ``train_images`` from the benchmark named in ``config.benchmark``/``config.data_root``. When the
 benchmark cannot be loaded the page says why and shows the generated images alone.
 
+The page is the jinja2 template ``templates/report.html`` with autoescaping: every string from a results or
+samples file is text on the page, never markup. The results file is validated on load
+(:func:`unifybench.resultsfile.validate_doc`); a samples row of the wrong shape is skipped and listed
+under Problems, and an image path in a row is embedded or linked only when it stays inside the run folder
+(no absolute paths, no ``..``, no symlink out). Question photos, reference answers and labels come from the
+benchmark itself (its items by id), not from the samples file.
+
 Page structure (stable, tests rely on it): ``section.concept[data-concept]`` per concept, holding a
 ``div.grid`` of two columns: ``div.refs`` (``img[data-role=reference]``) beside ``div.prompts``, which
 holds one ``div.prompt-row[data-task]`` per prompt with its ``img[data-role=generated]``. After the
@@ -18,10 +25,9 @@ page loads, a small script writes ``data-images-loaded`` and ``data-images-broke
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +70,7 @@ window.addEventListener('load', function () {
 """
 
 MAX_TEXT_ROWS = 200   # answers listed per concept
+TEMPLATE = "report.html"
 
 
 @dataclass
@@ -76,23 +83,42 @@ class PromptImages:
 
 @dataclass
 class Answer:
+    id: str
     task: str
     prompt: str
     answer: str | None
     scores: dict[str, Any] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
-
-
-def _e(s: Any) -> str:
-    return html.escape("" if s is None else str(s))
+    reference: str | None = None        # from the samples row (e.g. BLEU's); the benchmark's wins
+    label: Any = None
+    parsed: Any = None                  # the evaluator's reading of the answer (recognition: yes/no)
 
 
 def _num(v: Any, digits: int = 4) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.{digits}f}"
-    return str(v)
+    if isinstance(v, int):
+        return str(v)
+    return "?"          # never a number: validation let something else through; show nothing of it
+
+
+def inside(root: Path, rel: Any) -> Path | None:
+    """`root / rel` when `rel` is a relative path that stays inside `root` after resolving symlinks."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return None
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts:
+        return None
+    full = root / p
+    try:
+        full.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return None
+    return full
 
 
 class ImageEncoder:
@@ -105,6 +131,12 @@ class ImageEncoder:
         self._cache: dict[Path, str | None] = {}
         self.problems: list[str] = []
 
+    def figure(self, path: Path | None, title: str = "", name: str | None = None) -> dict:
+        """What the template's `figure` macro shows: src (None: missing), name and title."""
+        src = self.src(path) if path is not None else None
+        label = name if name is not None else (Path(path).name if path is not None else "")
+        return {"src": src, "name": label, "title": title or label}
+
     def src(self, path: Path) -> str | None:
         path = Path(path)
         if path not in self._cache:
@@ -113,10 +145,9 @@ class ImageEncoder:
 
     def _make(self, path: Path) -> str | None:
         if not path.is_file():
-            self.problems.append(f"missing image {path}")
+            self.problems.append(f"missing image {path.name}")
             return None
         if self.mode == "link":
-            import os
             return Path(os.path.relpath(path.resolve(), self.out_dir.resolve())).as_posix()
         try:
             from PIL import Image
@@ -126,75 +157,138 @@ class ImageEncoder:
                 buf = io.BytesIO()
                 im.save(buf, format="JPEG", quality=85)
         except Exception as e:  # a broken image must not stop the report
-            self.problems.append(f"unreadable image {path}: {e}")
+            self.problems.append(f"unreadable image {path.name}: {type(e).__name__}")
             return None
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _img(enc: ImageEncoder, path: Path, role: str, caption: str = "", title: str = "") -> str:
-    src = enc.src(path)
-    cls = ' class="ref"' if role == "reference" else ""
-    if src is None:
-        return f'<figure><div class="missing" data-role="{role}-missing">missing<br>{_e(path.name)}</div></figure>'
-    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return (f'<figure><img{cls} data-role="{role}" src="{_e(src)}" alt="{_e(path.name)}" '
-            f'title="{_e(title or path.name)}" loading="eager" style="max-width:{enc.thumb}px;'
-            f'max-height:{enc.thumb}px">{cap}</figure>')
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
 
 
-def read_samples(run_dir: Path) -> tuple[dict[str, list[PromptImages]], dict[str, list[Answer]]]:
-    """Per concept: prompts with their generated images, and text answers; in file order."""
+def _row_problem(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return "not an object"
+    for key in ("concept", "task", "prompt", "answer", "failed", "id"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"{key} is {type(row[key]).__name__}, not text"
+    if row.get("score") is not None and (not isinstance(row["score"], (int, float)) or isinstance(row["score"], bool)):
+        return f"score is {type(row['score']).__name__}, not a number"
+    if row.get("image") is not None and not isinstance(row["image"], str):
+        return "image is not a path"
+    if row.get("images") is not None and (not isinstance(row["images"], list)
+                                          or not all(isinstance(i, str) for i in row["images"])):
+        return "images is not a list of paths"
+    return None
+
+
+def read_samples(run_dir: Path, problems: list[str] | None = None
+                 ) -> tuple[dict[str, list[PromptImages]], dict[str, list[Answer]]]:
+    """Per concept: prompts with their generated images, and text answers; in file order.
+
+    Rows of the wrong shape and image paths that leave the run folder are skipped and described in
+    `problems`."""
     from unifybench.store import read_jsonl
+    problems = problems if problems is not None else []
     images: dict[str, dict[tuple[str, str], PromptImages]] = {}
     answers: dict[str, dict[str, Answer]] = {}
     sdir = run_dir / "samples"
     for f in sorted(sdir.glob("*.jsonl")) if sdir.is_dir() else []:
         ev = f.stem
-        for row in read_jsonl(f):
+        try:
+            rows = list(read_jsonl(f))
+        except Exception as e:   # a torn or foreign file: the rest of the page is still worth having
+            problems.append(f"samples/{f.name}: not readable as JSON lines ({type(e).__name__})")
+            continue
+        for n, row in enumerate(rows, 1):
+            why = _row_problem(row)
+            if why:
+                problems.append(f"samples/{f.name} line {n}: {why}; row skipped")
+                continue
             concept = row.get("concept")
             if not concept:
                 continue
-            task, prompt = row.get("task", ""), row.get("prompt", "")
+            task, prompt = row.get("task") or "", row.get("prompt") or ""
             files = [row["image"]] if row.get("image") else list(row.get("images") or [])
+            kept = []
+            for img in files:
+                if inside(run_dir, img) is None:
+                    problems.append(f"samples/{f.name} line {n}: image path {img!r} leaves the run folder; not shown")
+                else:
+                    kept.append(img)
             if files:
                 p = images.setdefault(concept, {}).setdefault((task, prompt), PromptImages(task, prompt))
-                for img in files:
+                for img in kept:
                     if img not in p.images:
                         p.images.append(img)
                     p.scores.setdefault(img, {})[ev] = row.get("score")
             else:
                 base = str(row.get("id", "")).split("#")[0]
-                a = answers.setdefault(concept, {}).setdefault(base, Answer(task, prompt, row.get("answer")))
+                a = answers.setdefault(concept, {}).setdefault(base, Answer(base, task, prompt, row.get("answer")))
                 a.scores[ev] = row.get("score")
+                if a.answer is None and row.get("answer") is not None:
+                    a.answer = row["answer"]
                 if row.get("failed"):
                     a.failed.append(f"{ev}: {row['failed']}")
+                if isinstance(row.get("reference"), str) and a.reference is None:
+                    a.reference = row["reference"]
+                if isinstance(row.get("label"), bool) and a.label is None:
+                    a.label = row["label"]
+                if isinstance(row.get("parsed"), (str, bool)) and a.parsed is None:
+                    a.parsed = row["parsed"]
     return ({c: list(v.values()) for c, v in images.items()}, {c: list(v.values()) for c, v in answers.items()})
+
+
+@dataclass
+class BenchmarkView:
+    """What the page takes from the run's benchmark: training photos per concept and items by id."""
+    refs: dict[str, list[Path]] = field(default_factory=dict)
+    items: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+    problem: str | None = None
+
+
+def load_benchmark_view(doc: dict, concepts: list[str]) -> BenchmarkView:
+    """The run's benchmark (config.benchmark / config.data_root), or a view saying why it is unavailable."""
+    cfg = doc.get("config") or {}
+    name = cfg.get("benchmark")
+    if not name:
+        return BenchmarkView(problem="the results file names no benchmark")
+    try:
+        from unifybench.runspec import make_benchmark
+        bench = make_benchmark(name, cfg.get("data_root"))
+        view = BenchmarkView(refs={c.name: list(c.train_images) for c in bench.concepts()},
+                             root=bench.root)
+        for c in bench.concepts():
+            if c.name in concepts:
+                view.items.update({i.id: i for i in bench.items(c)})
+        return view
+    except Exception as e:  # the report is still useful without references
+        return BenchmarkView(problem=f"benchmark {name!r} could not be loaded ({type(e).__name__}: {_short(e)})")
+
+
+def _short(e: Exception) -> str:
+    """An error message without the folders in it (they name someone else's machine)."""
+    import re
+    return re.sub(r"(/[^\s:'\"]+)+", lambda m: Path(m.group(0)).name, str(e))[:200]
 
 
 def reference_images(doc: dict) -> tuple[dict[str, list[Path]], str | None]:
     """The concepts' training images from the run's benchmark, or ({}, why not)."""
-    cfg = doc.get("config") or {}
-    name = cfg.get("benchmark")
-    if not name:
-        return {}, "the results file names no benchmark"
-    try:
-        from unifybench.runspec import make_benchmark
-        bench = make_benchmark(name, cfg.get("data_root"))
-        return {c.name: list(c.train_images) for c in bench.concepts()}, None
-    except Exception as e:  # the report is still useful without references
-        return {}, f"benchmark {name!r} could not be loaded ({e})"
+    view = load_benchmark_view(doc, [])
+    return view.refs, view.problem
 
 
-def _ci(res: dict, seed: int) -> str:
+def _ci(res: dict, seed: int) -> tuple[str, bool]:
     ci = res.get("ci95")
-    computed = ""
+    computed = False
     if not isinstance(ci, dict):
         from unifybench.stats import bootstrap_ci
         ci = bootstrap_ci(res.get("per_concept") or {}, seed=seed)
-        computed = ' <span class="muted" title="not in results.json; computed for this page">*</span>'
+        computed = True
     if ci.get("low") is None:
-        return "-"
-    return f"[{ci['low']:.4f}, {ci['high']:.4f}]{computed}"
+        return "-", False
+    return f"[{ci['low']:.4f}, {ci['high']:.4f}]", computed
 
 
 def _paper_tables(rf: ResultsFile, spec_names: list[str] | None) -> tuple[list[str], list[str]]:
@@ -210,9 +304,56 @@ def _paper_tables(rf: ResultsFile, spec_names: list[str] | None) -> tuple[list[s
             if all(tables.lookup(spec, c, rf, False)[0] is None for c in spec.columns if c.kind == "metric"):
                 continue
         table = tables.build_table(spec, [rf])
-        warnings += table.warnings
+        warnings += [tables.plain_text(w) for w in table.warnings]
         parts.append(tables.render_html(table))
     return parts, warnings
+
+
+def _source(path: Path | str | None, near: Path) -> str | None:
+    """A file named as the reader of the page can find it: relative to the page when it is near, else its
+    name alone (an absolute path from another machine tells the reader nothing and exposes a home folder)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        rel = Path(os.path.relpath(p.resolve(), near.resolve()))
+    except (OSError, ValueError):
+        return p.name
+    return rel.as_posix() if len(rel.parts) <= 4 and p.exists() else p.name
+
+
+def _data_root(root: Any) -> str | None:
+    if not isinstance(root, str) or not root:
+        return None
+    p = Path(root)
+    return root if p.exists() and not p.is_absolute() else f"{p.name} (folder given as --data-root)"
+
+
+def _config_tree(doc: dict, page_dir: Path) -> dict:
+    """The configuration for the collapsible tree: config, models (file names and hashes), environment."""
+    cfg = dict(doc.get("config") or {})
+    if "data_root" in cfg:
+        cfg["data_root"] = _data_root(cfg["data_root"])
+    out: dict[str, Any] = {"config": cfg}
+    models = doc.get("models")
+    if isinstance(models, dict):
+        out["models"] = {role: ({"file": _source(m.get("path"), page_dir), "sha256": m.get("sha256")}
+                                if isinstance(m, dict) else m) for role, m in models.items()}
+    for key in ("environment", "evaluator_environment", "run_config", "timing", "partial"):
+        if doc.get(key) is not None:
+            out[key] = doc[key]
+    return out
+
+
+def _env():
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.PackageLoader("unifybench", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=False, lstrip_blocks=False)
+    env.filters["num"] = _num
+    return env
 
 
 def build_report(rf: ResultsFile, out_path: Path, images: str = "embed", thumb: int = 160,
@@ -222,112 +363,100 @@ def build_report(rf: ResultsFile, out_path: Path, images: str = "embed", thumb: 
     method = cfg.get("method") or {}
     seed = cfg.get("seed") or 0
     enc = ImageEncoder(images, out_path.parent, thumb)
-    gen, answers = read_samples(rf.run_dir)
-    refs, ref_problem = reference_images(doc)
+    problems: list[str] = []
+    gen, answers = read_samples(rf.run_dir, problems)
     results = doc["results"]
 
-    concepts: list[str] = list(cfg.get("concepts") or [])
+    names: list[str] = list(cfg.get("concepts") or [])
     for _, _, res in rf.metrics():
-        concepts += [c for c in (res.get("per_concept") or {}) if c not in concepts]
-    concepts += [c for c in list(gen) + list(answers) if c not in concepts]
+        names += [c for c in (res.get("per_concept") or {}) if c not in names]
+    names += [c for c in list(gen) + list(answers) if c not in names]
+    bench = load_benchmark_view(doc, names)
 
-    title = f"UnifyBench report: {method.get('name', '?')} ({method.get('preset', '-')}) on {cfg.get('benchmark', '?')}"
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_e(title)}</title><style>{CSS}</style></head>", "<body>", f"<h1>{_e(title)}</h1>"]
-    if doc.get("tiny"):
-        out.append(f'<div class="notice tiny" id="tiny-notice">{_e(doc.get("notice") or "Tiny random models.")}</div>')
-    info = [("results", rf.path), ("method", method.get("name")), ("preset", method.get("preset")),
-            ("benchmark", cfg.get("benchmark")), ("data root", cfg.get("data_root")), ("seed", cfg.get("seed")),
-            ("device / dtype", f"{cfg.get('device')} / {cfg.get('dtype')}"), ("date", doc.get("date")),
-            ("git", doc.get("git_hash")), ("unifybench", doc.get("unifybench_version"))]
-    out.append('<dl class="run">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info) + "</dl>")
+    def bench_image(path: Path) -> Path | None:
+        """A benchmark photo, only when it lies inside the benchmark's folder."""
+        if bench.root is None:
+            return None
+        try:
+            rel = Path(path).resolve().relative_to(Path(bench.root).resolve())
+        except (ValueError, OSError):
+            problems.append(f"benchmark image {Path(path).name} lies outside the benchmark folder; not shown")
+            return None
+        return Path(bench.root) / rel
 
-    # summary
-    out.append('<h2 id="summary">Summary</h2>')
-    out.append('<table class="summary"><thead><tr><th>benchmark</th><th>evaluator</th><th>preset</th><th>value</th>'
-               '<th>95% interval</th><th>concepts</th><th>n</th><th>n_failed</th><th>n_missing</th></tr></thead><tbody>')
-    for bench, ev, res in rf.metrics():
+    summary = []
+    for bname, ev, res in rf.metrics():
         parts = [(ev, res)] + [(f"{ev} [{task}]", sub) for task, sub in (res.get("by_task") or {}).items()
                                if isinstance(sub, dict)]
         for label, r in parts:
             pc = r.get("per_concept") or {}
-            out.append(f"<tr><td>{_e(bench)}</td><td class=\"text\">{_e(label)}</td>"
-                       f"<td class=\"text\">{_e(res.get('preset'))}</td>"
-                       f"<td>{_num(r.get('value'))}</td><td>{_ci(r, seed)}</td>"
-                       f"<td>{sum(v is not None for v in pc.values())}/{len(pc)}</td><td>{_num(r.get('n'))}</td>"
-                       f"<td class=\"{'failed' if r.get('n_failed') else ''}\">{_num(r.get('n_failed'))}</td>"
-                       f"<td>{_num(r.get('n_missing'))}</td></tr>")
-    out.append('</tbody></table><p class="muted">Values are means over concepts; intervals are '
-               'percentile bootstraps clustered by concept (* computed for this page when results.json has none).</p>')
+            ci, computed = _ci(r, seed)
+            summary.append({"benchmark": bname, "label": label, "preset": res.get("preset"), "value": r.get("value"),
+                            "ci": ci, "ci_computed": computed,
+                            "concepts": f"{sum(v is not None for v in pc.values())}/{len(pc)}",
+                            "n": r.get("n"), "n_failed": r.get("n_failed"), "n_missing": r.get("n_missing")})
 
-    # paper tables
     paper, table_warnings = _paper_tables(rf, specs)
-    if paper:
-        out.append('<h2 id="paper-tables">Paper tables</h2>')
-        out += paper
-        out += [f'<p class="muted">{_e(w)}</p>' for w in table_warnings]
+    here = _source(rf.path, out_path.parent) or rf.path.name
+    table_warnings = [w.replace(str(rf.path), here) for w in table_warnings]
 
-    # per-concept breakdown
-    for bench, evs in results.items():
-        out.append(f'<h2 id="per-concept-{_e(bench)}">Per concept: {_e(bench)}</h2>')
-        out.append('<table class="per-concept"><thead><tr><th>concept</th>'
-                   + "".join(f"<th>{_e(ev)}</th>" for ev in evs) + "</tr></thead><tbody>")
-        names = [c for c in concepts if any(c in (r.get("per_concept") or {}) for r in evs.values())]
-        for c in names:
-            out.append(f'<tr><td><a href="#concept-{_e(c)}">{_e(c)}</a></td>'
-                       + "".join(f"<td>{_num((r.get('per_concept') or {}).get(c))}</td>" for r in evs.values())
-                       + "</tr>")
-        out.append("<tr><th>mean</th>" + "".join(f"<th>{_num(r.get('value'))}</th>" for r in evs.values())
-                   + "</tr></tbody></table>")
+    per_concept = []
+    for bname, evs in results.items():
+        rows = [{"concept": c, "cells": [(r.get("per_concept") or {}).get(c) for r in evs.values()]}
+                for c in names if any(c in (r.get("per_concept") or {}) for r in evs.values())]
+        per_concept.append({"benchmark": bname, "evaluators": list(evs), "rows": rows,
+                            "means": [r.get("value") for r in evs.values()]})
 
-    # concept sections
-    out.append('<h2 id="concepts">Concepts</h2>')
-    if ref_problem:
-        out.append(f'<p class="notice" id="refs-unavailable">Reference images unavailable: {_e(ref_problem)}</p>')
-    for c in concepts:
-        out.append(f'<section class="concept" id="concept-{_e(c)}" data-concept="{_e(c)}"><h3>{_e(c)}</h3>')
-        vals = [f"{_e(ev)} {_num((res.get('per_concept') or {}).get(c))}" for _, ev, res in rf.metrics()
-                if c in (res.get("per_concept") or {})]
-        if vals:
-            out.append(f'<p class="muted">{" · ".join(vals)}</p>')
-        prompts = gen.get(c, [])
-        if prompts or refs.get(c):
-            out.append('<div class="grid">')
-            ref_imgs = "".join(_img(enc, p, "reference") for p in refs.get(c, []))
-            out.append(f'<div class="refs"><h4>reference images ({len(refs.get(c, []))})</h4>{ref_imgs}</div>')
-            out.append('<div class="prompts">')
-            for p in prompts:
-                shown = p.images if max_images_per_prompt is None else p.images[:max_images_per_prompt]
-                figs = []
-                for img in shown:
-                    sc = p.scores.get(img, {})
-                    cap = " · ".join(f"{_e(ev)} {_num(v, 3)}" for ev, v in sc.items())
-                    figs.append(_img(enc, rf.run_dir / img, "generated", cap, img))
-                more = len(p.images) - len(shown)
-                extra = f'<span class="muted">+{more} more</span>' if more else ""
-                out.append(f'<div class="prompt-row" data-task="{_e(p.task)}"><div class="prompt">'
-                           f"<b>{_e(p.task)}</b>: {_e(p.prompt)}</div><div class=\"images\">{''.join(figs)}{extra}</div></div>")
-            if not prompts:
-                out.append('<div class="prompt-row" data-task=""><div class="prompt muted">no generated images</div></div>')
-            out.append("</div></div>")
+    concepts = []
+    for c in names:
+        prompts = []
+        for p in gen.get(c, []):
+            shown = p.images if max_images_per_prompt is None else p.images[:max_images_per_prompt]
+            figs = [{"img": enc.figure(inside(rf.run_dir, img), title=img),
+                     "caption": " · ".join(f"{ev} {_num(v, 3)}" for ev, v in p.scores.get(img, {}).items())}
+                    for img in shown]
+            prompts.append({"task": p.task, "prompt": p.prompt, "images": figs, "more": len(p.images) - len(shown)})
+        refs = [enc.figure(q) for q in (bench_image(r) for r in bench.refs.get(c, [])) if q is not None] \
+            if gen.get(c) or bench.refs.get(c) else []
         ans = answers.get(c, [])
-        if ans:
-            evs = sorted({ev for a in ans for ev in a.scores})
-            out.append(f"<details><summary>answers ({len(ans)})</summary><table class=\"answers\"><thead><tr>"
-                       "<th>task</th><th>prompt</th><th>answer</th>" + "".join(f"<th>{_e(ev)}</th>" for ev in evs)
-                       + "</tr></thead><tbody>")
-            for a in ans[:MAX_TEXT_ROWS]:
-                fail = f' <span class="failed">{_e("; ".join(a.failed))}</span>' if a.failed else ""
-                out.append(f'<tr><td class="text">{_e(a.task)}</td><td class="text">{_e(a.prompt)}</td>'
-                           f'<td class="text">{_e(a.answer)}{fail}</td>'
-                           + "".join(f"<td>{_num(a.scores.get(ev), 3)}</td>" for ev in evs) + "</tr>")
-            out.append("</tbody></table>" + (f'<p class="muted">first {MAX_TEXT_ROWS} of {len(ans)}</p>'
-                                            if len(ans) > MAX_TEXT_ROWS else "") + "</details>")
-        out.append("</section>")
-    if enc.problems:
-        out.append('<h2 id="problems">Problems</h2><ul class="problems">'
-                   + "".join(f"<li>{_e(p)}</li>" for p in enc.problems[:200]) + "</ul>")
-    out.append('<p class="muted">config: <code>' + _e(json.dumps(cfg, sort_keys=True)[:4000]) + "</code></p>")
-    out.append(f"<script>{SCRIPT}</script></body></html>")
-    return "\n".join(out) + "\n"
+        evs = sorted({ev for a in ans for ev in a.scores})
+        rows = []
+        for a in ans[:MAX_TEXT_ROWS]:
+            item = bench.items.get(a.id)
+            reference, label, photo = a.reference, a.label, None
+            if item is not None:
+                if item.answer is not None:
+                    reference = item.answer
+                if item.label is not None:
+                    label = item.label
+                if item.image is not None:
+                    q = bench_image(item.image)
+                    photo = enc.figure(q) if q is not None else None
+            if isinstance(label, bool):
+                label = "yes" if label else "no"
+            rows.append({"id": a.id, "task": a.task, "prompt": a.prompt, "answer": a.answer, "failed": a.failed,
+                         "reference": reference, "label": label, "parsed": a.parsed, "photo": photo,
+                         "scores": [a.scores.get(ev) for ev in evs]})
+        concepts.append({"name": c, "prompts": prompts, "refs": refs, "answers": rows, "n_answers": len(ans),
+                         "answer_evaluators": evs,
+                         "metric_values": [(ev, (res.get("per_concept") or {}).get(c)) for _, ev, res in rf.metrics()
+                                    if c in (res.get("per_concept") or {})]})
+
+    title = (f"UnifyBench report: {method.get('name') or '?'} ({method.get('preset') or '-'}) "
+             f"on {cfg.get('benchmark') or '?'}")
+    info = [("results", _source(rf.path, out_path.parent)), ("method", method.get("name")),
+            ("preset", method.get("preset")), ("benchmark", cfg.get("benchmark")),
+            ("data root", _data_root(cfg.get("data_root"))), ("seed", cfg.get("seed")),
+            ("device / dtype", f"{cfg.get('device') or '-'} / {cfg.get('dtype') or '-'}"), ("date", doc.get("date")),
+            ("git", doc.get("git_hash")), ("unifybench", doc.get("unifybench_version"))]
+    partial = doc.get("partial")
+    if isinstance(partial, dict):
+        partial = partial.get("reason") or "run with --limit"
+    elif partial is True:
+        partial = "run with --limit"
+    return _env().get_template(TEMPLATE).render(
+        title=title, css=CSS, script=SCRIPT, thumb=thumb, tiny=bool(doc.get("tiny")),
+        notice=doc.get("notice") or "Tiny random models.", partial=partial or None, info=info, summary=summary,
+        tables=paper, table_warnings=table_warnings, per_concept=per_concept, concepts=concepts,
+        ref_problem=bench.problem, problems=(problems + enc.problems)[:200],
+        config=_config_tree(doc, out_path.parent)) + "\n"

@@ -16,6 +16,9 @@ def run_table(doc: dict) -> str:
     lines = []
     if doc.get("tiny"):
         lines += [f"> **{doc['notice']}**", ""]
+    if doc.get("partial"):
+        partial = doc["partial"]
+        lines += [f"> **PARTIAL RUN: {partial.get('reason') if isinstance(partial, dict) else '--limit'}**", ""]
     for bench, results in doc["results"].items():
         metrics = list(results)
         if not metrics:

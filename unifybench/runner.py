@@ -18,21 +18,38 @@ from unifybench.forgetting import check_forgetting, run_forgetting
 from unifybench.progress import Progress, maybe_task
 from unifybench.registry import get_runnable
 from unifybench.report import write_run_table
-from unifybench.runspec import RunSpec, make_benchmark, make_evaluators, method_context, results_document, select_concepts
+from unifybench.runspec import (RunSpec, limit_items, make_benchmark, make_evaluators, method_context, results_document,
+                                select_concepts)
 from unifybench.scoring import score
 from unifybench.store import canonical_hash, file_sha256, read_jsonl, write_json, write_jsonl
 
 
+def resolve_method(spec: RunSpec, ctx):
+    """The run's method: a registered name, a Method subclass (a user's own), or a Method instance."""
+    from unifybench.methods.base import Method
+    m = spec.method
+    if isinstance(m, Method):
+        m.ctx.progress = ctx.progress
+        return m
+    if isinstance(m, type) and issubclass(m, Method):
+        return m(ctx, spec.preset, spec.overrides)
+    if not isinstance(m, str):
+        raise UserError(f"method must be a registered name, a Method subclass or a Method instance, not {m!r}")
+    return get_runnable(m)(ctx, spec.preset, spec.overrides)
+
+
 def run(spec: RunSpec) -> dict:
     """Train, predict and score; returns the results dict also written to results.json."""
-    method_cls = get_runnable(spec.method)      # names first: a typo fails before any work
+    clock = StageClock(spec)
+    if isinstance(spec.method, str):
+        get_runnable(spec.method)      # names first: a typo fails before any work
     benchmark = make_benchmark(spec.benchmark, spec.data_root)
     concepts = select_concepts(benchmark, spec.concepts)
     rank, world = distributed.init(spec)
     if world > 1:
         spec = replace(spec, device=distributed.rank_device(spec.device))
     progress = Progress(spec.progress if rank == 0 else False)
-    method = method_cls(method_context(spec, progress), spec.preset, spec.overrides)
+    method = resolve_method(spec, method_context(spec, progress))
     evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec,
                                  method.not_scored_by)
     _check_images(benchmark)
@@ -40,25 +57,32 @@ def run(spec: RunSpec) -> dict:
     wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clock.quiet = rank != 0 or progress.enabled
+    if spec.tiny:
+        clock.say(TINY_WHAT)
 
     if spec.tiny and spec.device == "cpu":
         # Tiny models are all per-op overhead: extra threads only add synchronisation (measured 3x slower).
         import torch
         torch.set_num_threads(1)
+    unit_times: dict[str, dict] = {}
     with progress:
         method.setup()
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
                         for role, p in sorted(method.model_files().items())}
         data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
+        clock.stage("setup")
         mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
-        with maybe_task(progress, "concepts", len(mine)) as advance:
-            for concept in mine:
-                items = [i for i in benchmark.items(concept) if i.task in wanted]
+        with maybe_task(progress, "concepts", len(mine), keep=True) as advance:
+            for n, concept in enumerate(mine, 1):
+                items = limit_items([i for i in benchmark.items(concept) if i.task in wanted], spec.limit)
                 key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                       "seed": spec.seed, "items": [i.id for i in items],
                                       "version": unifybench.__version__})
-                _run_unit(method, benchmark, concept, items, out, key, spec)
+                unit_times[concept.name] = _run_unit(method, benchmark, concept, items, out, key, spec)
+                clock.concept(concept.name, n, len(mine), unit_times[concept.name])
                 advance()
+        clock.stage("concepts")
         distributed.barrier()
         if rank != 0:
             distributed.finish()
@@ -66,17 +90,73 @@ def run(spec: RunSpec) -> dict:
         # Rank 0 reads every unit back from disk, in concept order: the same with 1 rank or many.
         predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
                        for c in concepts}
-        asked = {c.name: {i.id for i in method.asked([i for i in benchmark.items(c) if i.task in wanted])}
+        asked = {c.name: {i.id for i in method.asked(limit_items([i for i in benchmark.items(c) if i.task in wanted],
+                                                                 spec.limit))}
                  for c in concepts}
         results = score(benchmark, concepts, predictions, evaluators, out, spec, progress, asked=asked)
+        clock.stage("scoring")
         forgetting = run_forgetting(method, concepts, evaluators, out, spec)
+        if forgetting:
+            clock.stage("forgetting")
     distributed.finish()
 
+    timing = {"stages_s": clock.stages, "concepts_s": unit_times, "total_s": clock.total()}
     doc = results_document(spec, method.describe(), benchmark, concepts, evaluators, results, model_hashes,
-                           forgetting)
+                           forgetting, timing)
     write_json(out / "results.json", doc)
     write_run_table(doc, out / "leaderboard.md")
     return doc
+
+
+TINY_WHAT = ("tiny preset: random tiny models on the bundled mini benchmark. This checks that every stage runs "
+             "(training, answering, image generation, scoring, files written, resume); the numbers mean nothing.")
+
+
+class StageClock:
+    """Wall time per stage (and the run's total), and the plain progress lines of a run whose stderr is
+    not a terminal (CI, nohup, Slurm): one line per finished stage and concept, elapsed and ETA."""
+
+    def __init__(self, spec: RunSpec):
+        import time
+        self._now = time.perf_counter
+        self._start = self._last = self._now()
+        self._concepts_start = None
+        self.stages: dict[str, float] = {}
+        self.quiet = False
+        from unifybench.options import method_label
+        self.label = method_label(spec.method)
+
+    def say(self, line: str) -> None:
+        import sys
+        print(f"unifybench: {line}", file=sys.stderr, flush=True)
+
+    def total(self) -> float:
+        return round(self._now() - self._start, 3)
+
+    def stage(self, name: str) -> None:
+        now = self._now()
+        self.stages[name] = round(now - self._last, 3)
+        self._last = now
+        if not self.quiet:
+            self.say(f"{self.label}: {name} done in {_hms(self.stages[name])} (elapsed {_hms(now - self._start)})")
+
+    def concept(self, name: str, n: int, total: int, times: dict) -> None:
+        now = self._now()
+        if self._concepts_start is None:
+            self._concepts_start = self._last
+        eta = (now - self._concepts_start) / n * (total - n)
+        if not self.quiet:
+            how = ("reused" if times.get("reused")
+                   else f"fit {_hms(times.get('fit_s', 0))}, predict {_hms(times.get('predict_s', 0))}")
+            self.say(f"{self.label}: concept {n}/{total} {name} done ({how}); elapsed {_hms(now - self._start)}, "
+                     f"ETA {_hms(eta)} for the concepts")
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _check_images(benchmark: Benchmark) -> None:
@@ -104,29 +184,37 @@ def _finished(marker: Path, key: str) -> bool:
 
 
 def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
-              spec: RunSpec) -> None:
+              spec: RunSpec) -> dict:
     """Fit, then predict, one concept; each stage is skipped when it finished with the same key.
 
     A stage's marker is written last, after its outputs, so a crash inside a stage redoes only it.
     """
+    import time
+    from unifybench.trainlog import open_log
     cdir = out / "concepts" / concept.name
     fit_done, predict_done = cdir / "fit.json", cdir / "unit.json"
     if spec.resume and _finished(predict_done, key) and (cdir / "predictions.jsonl").exists():
-        return
+        return {"reused": True}
     cdir.mkdir(parents=True, exist_ok=True)
-    if spec.resume and _finished(fit_done, key):
+    t0 = time.perf_counter()
+    fit_reused = spec.resume and _finished(fit_done, key)
+    if fit_reused:
         art = json.loads(fit_done.read_text())["artifact"]
         artifact = out / art if art else None
     else:
         env.seed_everything(env.derive_seed(spec.seed, "fit", concept.name))
-        artifact = method.fit(concept, benchmark, cdir)
+        with open_log(cdir / "train_log.jsonl", concept.name, spec.loggers, out, out.name):
+            artifact = method.fit(concept, benchmark, cdir)
         write_json(fit_done, {"key": key, "concept": concept.name,
                               "artifact": str(artifact.relative_to(out)) if artifact else None})
+    t1 = time.perf_counter()
     method.load_artifact(concept, artifact)
     env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
     preds = [_relative(p, out) for p in method.predict(concept, items, cdir)]
     write_jsonl(cdir / "predictions.jsonl", [p.to_json() for p in preds])
     write_json(predict_done, {"key": key, "concept": concept.name})
+    return {"fit_s": round(t1 - t0, 3), "predict_s": round(time.perf_counter() - t1, 3),
+            **({"fit_reused": True} if fit_reused else {})}
 
 
 def _relative(p: Prediction, out: Path) -> Prediction:

@@ -46,12 +46,24 @@ class RunSpec:
     models: dict[str, str] = field(default_factory=dict)
     resume: bool = True
     cache_dir: Path = Path.home() / ".cache" / "unifybench"
-    tiny: bool = False
     progress: bool | None = None                  # None: when stderr is a terminal
     judge_base_url: str | None = None             # OpenAI-compatible server for judge metrics
     judge_model: str | None = None
     judge_enabled: bool = True                    # --judge none switches judge metrics off
     missing: str = "wrong"                        # an item without a prediction: "wrong" or "exclude" (old)
+    limit: int = 0                                # > 0: at most this many items per task per concept (partial)
+    loggers: list[str] = field(default_factory=list)   # --log tensorboard / wandb (train_log.jsonl always)
+    run_config: dict[str, Any] | None = None      # the options as given (CLI, --config, API), recorded
+    tiny: bool | None = None                      # None: derived from the preset (is_tiny), the one rule
+
+    def __post_init__(self):
+        if self.tiny is None:
+            object.__setattr__(self, "tiny", is_tiny(self.preset))
+
+
+def is_tiny(preset: str | None) -> bool:
+    """The one rule: the `tiny` preset means random tiny models and the bundled mini data everywhere."""
+    return preset == "tiny"
 
 
 def make_benchmark(name: str, data_root: str | None) -> Benchmark:
@@ -101,6 +113,13 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
         if name not in names:
             raise UserError(f"--eval-preset names {name!r}, which is not among the evaluators of this run")
     evaluators = [EVALUATORS.get(n)(preset=presets.get(n)) for n in names]
+    if spec is not None and spec.tiny:
+        for ev in evaluators:
+            ev.for_tiny_run()
+    if spec is not None and spec.limit:
+        for ev in evaluators:   # the forgetting evaluators' own item cap, per split / subject group
+            if "limit" in ev.params and not ev.params["limit"]:
+                ev.params["limit"] = spec.limit
     if spec is not None:
         ctx = eval_context(spec, Path(spec.output_dir))
         for ev in evaluators:
@@ -125,10 +144,32 @@ def method_context(spec: RunSpec, progress: Any = None):
                       tiny=spec.tiny, models=dict(spec.models), progress=progress)
 
 
+def limit_items(items: list, limit: int) -> list:
+    """The first `limit` items of each task, in the benchmark's order (all of them when `limit` is 0)."""
+    if limit <= 0:
+        return list(items)
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        seen[item.task] = seen.get(item.task, 0) + 1
+        if seen[item.task] <= limit:
+            out.append(item)
+    return out
+
+
+def partial_note(spec: RunSpec) -> dict | None:
+    """What results.json says of a `--limit` run (None for a full run): lm-eval's habit of marking it."""
+    if not spec.limit:
+        return None
+    return {"limit": spec.limit, "reason": f"--limit {spec.limit}: at most {spec.limit} items per task per "
+                                           f"concept (and per forgetting split); not comparable with full runs"}
+
+
 def results_document(spec: RunSpec, method: dict, benchmark: Benchmark, concepts: list[Concept],
                      evaluators: list, results: dict, models: dict | None = None,
-                     forgetting: dict | None = None) -> dict:
+                     forgetting: dict | None = None, timing: dict | None = None) -> dict:
     """The results.json document of `run` and of `eval` (`method` is the method's `describe()`)."""
+    partial = partial_note(spec)
     return {
         "schema_version": SCHEMA_VERSION,
         "unifybench_version": unifybench.__version__,
@@ -136,12 +177,16 @@ def results_document(spec: RunSpec, method: dict, benchmark: Benchmark, concepts
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tiny": spec.tiny,
         **({"notice": TINY_NOTICE} if spec.tiny else {}),
+        **({"partial": partial} if partial else {}),
         "environment": env.environment(spec.device, spec.dtype),
         "config": {"method": method, "benchmark": benchmark.name, "data_root": spec.data_root,
                    "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
-                   "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
+                   "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators},
+                   **({"limit": spec.limit} if spec.limit else {})},
+        **({"run_config": spec.run_config} if spec.run_config is not None else {}),
         "models": models or {},
         "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
         "results": {benchmark.name: results},
         **({"forgetting": forgetting} if forgetting else {}),
+        **({"timing": timing} if timing else {}),
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 from unifybench.data.schema import Benchmark, Concept, Prediction
 from unifybench.errors import UserError
 from unifybench.progress import Progress, maybe_task
-from unifybench.runspec import RunSpec, eval_context
+from unifybench.runspec import RunSpec, eval_context, limit_items
 from unifybench.stats import bootstrap_ci
 from unifybench.store import write_jsonl
 
@@ -43,7 +43,7 @@ def score(benchmark: Benchmark, concepts: list[Concept], predictions: dict[str, 
         task_of: dict[str, str] = {}
         with maybe_task(progress, f"scoring {ev.name}", len(concepts)) as advance:
             for concept in concepts:
-                items = [i for i in benchmark.items(concept) if i.task in ev.tasks and ev.selects(i)]
+                items = limit_items([i for i in benchmark.items(concept) if i.task in ev.tasks and ev.selects(i)], spec.limit)
                 preds = {p.id: decoded_text(p) for p in predictions.get(concept.name, []) if p.task in ev.tasks}
                 if asked is not None:
                     scope = asked.get(concept.name, set())

@@ -96,6 +96,9 @@ SPEC_FORMAT = "unifybench-spec/1"
 REPORTED_FORMAT = "unifybench-reported/1"
 TINY_MARK = "†"
 PRESET_MARK = "‡"
+PARTIAL_MARK = "§"
+PARTIAL_FOOTNOTE = (f"{PARTIAL_MARK} partial run (`--limit N`: at most N items per task per concept): "
+                    "not comparable with full runs; never ranked.")
 TINY_FOOTNOTE = (f"{TINY_MARK} tiny random models (`--preset tiny`): these numbers test the pipeline and "
                  "say nothing about any method; they are never ranked.")
 PRESET_FOOTNOTE = f"{PRESET_MARK} the evaluator ran with another preset than the paper's protocol (see warnings)."
@@ -371,6 +374,7 @@ class Line:
     tiny: bool = False
     run: str = ""                    # results file label
     ranked: bool = True
+    partial: bool = False            # a --limit run
 
 
 @dataclass
@@ -398,8 +402,7 @@ class Table:
         notes = []
         rep = self.spec.reported
         if rep is not None:
-            notes.append(f"Reported: {rep.source.get('paper')}, {rep.source.get('table')} "
-                         f"(typed from {rep.source.get('file')}).")
+            notes.append(f"Reported: {rep.source.get('paper')}, {rep.source.get('table')}.")
         if any(l.kind != "reported" for l in self.lines):
             notes.append("Reproduced lines: value (difference to the reported value of the row above).")
         labels = {r.id: r.label for r in self.spec.rows}
@@ -408,6 +411,8 @@ class Table:
                      + (f" (not ranked: {', '.join(excl)})" if excl else "") + " and among reproduced lines.")
         if any(l.tiny for l in self.lines):
             notes.append(TINY_FOOTNOTE)
+        if any(l.partial for l in self.lines):
+            notes.append(PARTIAL_FOOTNOTE)
         if any(c.flag for l in self.lines for c in l.cells.values()):
             notes.append(PRESET_FOOTNOTE)
         notes.append("Columns (evaluator, preset): " + "; ".join(
@@ -551,7 +556,8 @@ def build_table(spec: Spec, results: list[ResultsFile], forced: dict[Path, str] 
             if printed is not None:
                 cell.diff = _signed(v - printed, col.format)
             cells[col.id] = cell
-        return Line(kind, row_id, label, group, cells, tiny=rf.tiny, run=rf.label, ranked=ranked and not rf.tiny)
+        return Line(kind, row_id, label, group, cells, tiny=rf.tiny, run=rf.label,
+                    ranked=ranked and not rf.tiny and not rf.partial, partial=rf.partial)
 
     for row in spec.rows:
         cells = {}
@@ -615,7 +621,7 @@ def _with_marks(cell: Cell, bold, under) -> str:
 
 
 def _label(line: Line) -> str:
-    return line.label + (TINY_MARK if line.tiny else "")
+    return line.label + (TINY_MARK if line.tiny else "") + (PARTIAL_MARK if line.partial else "")
 
 
 def _md_escape(s: str) -> str:
@@ -641,7 +647,7 @@ def render_md(table: Table) -> str:
 
 _TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
               "{": r"\{", "}": r"\}", "~": r"$\sim$", "^": r"\^{}", "<": r"$<$", ">": r"$>$",
-              TINY_MARK: r"$^\dagger$", PRESET_MARK: r"$^\ddagger$", "↳": r"$\hookrightarrow$",
+              TINY_MARK: r"$^\dagger$", PRESET_MARK: r"$^\ddagger$", PARTIAL_MARK: r"$^\S$", "↳": r"$\hookrightarrow$",
               "±": r"$\pm$", "`": "", "−": "-"}
 
 
@@ -688,7 +694,7 @@ def render_tex(table: Table) -> str:
 
 
 CSV_FIELDS = ["kind", "row_id", "row", "group", "run", "tiny", "column_id", "column", "value", "difference",
-              "mark", "source"]
+              "mark", "source", "partial"]
 
 
 def render_csv(table: Table) -> str:
@@ -703,7 +709,8 @@ def render_csv(table: Table) -> str:
                 continue
             value = repr(cell.full) if cell.full is not None else cell.text + cell.note
             w.writerow([line.kind, line.row_id, line.label, line.group, line.run, str(line.tiny).lower(),
-                        c.id, c.label, value, cell.diff or "", cell.mark or "", cell.source])
+                        c.id, c.label, value, cell.diff or "", cell.mark or "", cell.source,
+                        str(line.partial).lower()])
     return buf.getvalue()
 
 
@@ -722,8 +729,21 @@ def render_html(table: Table) -> str:
         first = f"<td>{e(group)}</td>" if table.has_groups else ""
         out.append(f'<tr class="{cls}">{first}<td>{e(_label(line))}</td>{cells}</tr>')
     out.append("</tbody></table>")
-    out.append('<ul class="table-notes">' + "".join(f"<li>{e(n)}</li>" for n in table.footnotes()) + "</ul>")
+    out.append('<ul class="table-notes">' + "".join(f"<li>{inline_html(n)}</li>" for n in table.footnotes()) + "</ul>")
     return "\n".join(out)
+
+
+def inline_html(text: str) -> str:
+    """A note written with Markdown's inline marks (`code`, **bold**) as escaped HTML with those marks as tags:
+    the page shows no Markdown syntax."""
+    out = htmlmod.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def plain_text(text: str) -> str:
+    """A note without Markdown's inline marks (for text that is escaped later)."""
+    return re.sub(r"\*\*([^*]+)\*\*", r"\1", re.sub(r"`([^`]+)`", r"\1", text))
 
 
 def _esc_cell(cell: Cell) -> Cell:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from unifybench import trainlog
 from unifybench.progress import maybe_task
 
 
@@ -89,6 +90,8 @@ def train_tokens(backbone, params: list[torch.nn.Parameter], samples: list[Sampl
                 optimizer.step()
                 total += float(loss.detach())
                 count += 1
+                trainlog.step(float(loss.detach()), description)
                 advance()
             epoch_losses.append(total / max(count, 1))
+            trainlog.epoch(epoch_losses[-1], description)
     return epoch_losses

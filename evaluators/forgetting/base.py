@@ -36,8 +36,15 @@ def set_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+BUNDLED = "bundled:"   # a `data` value naming a folder under unifybench/data/ (the tiny preset's mini sets)
+
+
 def data_root(evaluator: str, param: str | None, env_var: str, hint: str) -> Path:
-    """The data folder from the evaluator parameter `data`, else from `env_var`; a one-line error otherwise."""
+    """The data folder from the evaluator parameter `data`, else from `env_var`; a one-line error otherwise.
+    `bundled:mini_forgetting/pope` names a folder shipped in the package (recorded so, not as a local path)."""
+    if isinstance(param, str) and param.startswith(BUNDLED):
+        from unifybench.data.unifybench import MINI_ROOT
+        return MINI_ROOT.parent / param[len(BUNDLED):]
     return resolve_root(param, "data=", env_var, f"evaluator {evaluator!r} needs its data: set {env_var}=PATH ({hint})",
                         f"evaluator {evaluator!r}: data folder")
 
@@ -49,6 +56,13 @@ class ModelEvaluator(Evaluator):
     kind = "model"
     env_var: str = ""                      # UNIFYBENCH_<X>_ROOT for the data folder
     defaults: dict[str, Any] = {"data": None, "with_prompt": True, "limit": 0}
+    tiny_data: dict[str, Any] = {}         # params of the bundled mini set (bench/make_mini_forgetting.py)
+
+    def for_tiny_run(self) -> None:
+        """The tiny preset reads the bundled mini set in this evaluator's real format, unless the user gave
+        data (parameter `data` or the environment variable)."""
+        if self.tiny_data and not self.params.get("data") and not os.environ.get(self.env_var):
+            self.params.update(self.tiny_data)
 
     def score(self, concept, items, predictions, ctx):  # pragma: no cover - a guard, not a code path
         raise UserError(f"evaluator {self.name!r} evaluates a model, not predictions: it runs in the run's "

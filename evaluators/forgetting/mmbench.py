@@ -168,6 +168,7 @@ class MMBench(ModelEvaluator):
     env_var = "UNIFYBENCH_MMBENCH_ROOT"
     defaults = {**ModelEvaluator.defaults, "tsv": "mmbench_dev_20230712.tsv", "circular": True,
                 "max_new_tokens": 10, "judge": True, "judge_prompt": "mmbench-v1", "prompt_layout": "default"}
+    tiny_data = {"data": "bundled:mini_forgetting/mmbench", "tsv": "mmbench_mini.tsv"}
     presets = {"default": {},
                "yochameleon": {"max_new_tokens": 1, "prompt_layout": "yochameleon"}}
 

@@ -242,6 +242,7 @@ class MMLU(ModelEvaluator):
     env_var = "UNIFYBENCH_MMLU_ROOT"
     defaults = {**ModelEvaluator.defaults, "subjects": None, "split": "test", "num_fewshot": 0,
                 "batch_size": 8, "mask_image_tokens": True}
+    tiny_data = {"data": "bundled:mini_forgetting/mmlu"}
     presets = {"default": {}}
 
     def __init__(self, preset: str | None = None, **params: Any):

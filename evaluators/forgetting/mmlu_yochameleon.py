@@ -69,6 +69,7 @@ class YoChameleonMMLU(ModelEvaluator):
     env_var = "UNIFYBENCH_MMLU_ROOT"
     defaults = {**ModelEvaluator.defaults, "subject": "abstract_algebra", "split": "test", "temperature": 0.2,
                 "top_k": 50, "top_p": 1.0, "max_new_tokens": 30, "segments": 2}
+    tiny_data = {"data": "bundled:mini_forgetting/mmlu"}
     presets = {"default": {}}
 
     def files(self) -> list[Path]:

@@ -172,6 +172,7 @@ class POPE(ModelEvaluator):
     defaults = {**ModelEvaluator.defaults, "questions": "llava_pope_test.jsonl", "images": "val2014",
                 "labels": None, "categories": ",".join(CATEGORIES), "parser": "original",
                 "max_new_tokens": 3, "headline": "f1"}
+    tiny_data = {"data": "bundled:", "questions": "mini_forgetting/pope/llava_pope_test.jsonl", "images": "mini/concept/test", "labels": "mini_forgetting/pope"}
     presets = {"default": {}}
 
     def __init__(self, preset: str | None = None, **params: Any):
@@ -202,7 +203,8 @@ class POPE(ModelEvaluator):
 
     def data_files(self) -> list[Path]:
         root = self.root()
-        files = [root / self.params["questions"]] + sorted(root.rglob("coco_pope_*.json"))
+        labels = root / self.params["labels"] if self.params["labels"] else root
+        files = [root / self.params["questions"]] + sorted(labels.rglob("coco_pope_*.json"))
         return [f for f in files if f.is_file()]
 
     def report_metrics(self, result: dict) -> dict[str, float | None]:

@@ -16,7 +16,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--iterations", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--format", choices=["text", "md", "json"], default="text")
+    p.add_argument("--format", choices=["text", "md", "json"], default="text", help="output format")
 
 
 def compare_runs(a, b, seed: int = 0, iterations: int = 10000, level: float = 0.95) -> list[dict]:

@@ -11,6 +11,14 @@ from pathlib import Path
 from unifybench.errors import UserError
 
 
+EXAMPLES = """examples:
+  unifybench table --list
+  unifybench table --spec unictokens_table1                       # the paper's numbers alone
+  unifybench table runs/yochameleon-unifybench-paper --spec unictokens_table1 --format tex --out t1.tex
+  unifybench table runs/s1 runs/s2 --spec unictokens_table3_stages --row runs/s1=stage1 --row runs/s2=stage2
+"""
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Render a paper's table with the reported numbers beside reproduced ones (value and "
                      "difference), best bold and second underlined, tiny-model lines marked with a dagger. "
@@ -18,7 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="*", type=Path, metavar="RESULTS",
                    help="results.json files or run folders (none: the paper's numbers only)")
     p.add_argument("--spec", help="table spec name (leaderboards/specs/NAME.json) or a spec file path")
-    p.add_argument("--format", choices=["md", "tex", "csv"], default="md")
+    p.add_argument("--format", choices=["md", "tex", "csv"], default="md", help="output format")
     p.add_argument("--out", type=Path, help="write here instead of stdout")
     p.add_argument("--row", action="append", default=[], metavar="RESULTS=ROW",
                    help="put this run on this spec row (ablation rows of one method), e.g. runs/s1=stage1")

@@ -84,6 +84,7 @@ class Benchmark:
     """A set of concepts and their task items. Subclasses load one dataset layout."""
 
     name: str = ""
+    description: str = ""
     root: Path | None = None       # the data folder, when the benchmark reads one (data file names are relative to it)
 
     def concepts(self) -> list[Concept]:

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 
 def build_once(dest: Path, build: Callable[[Path], None], complete: Callable[[Path], bool] = Path.is_dir) -> Path:
@@ -39,3 +39,27 @@ def tiny_root(cache_dir: Path | None = None) -> Path:
     """Where every tiny builder puts its folder: `<cache_dir>/tiny/` (the run's cache; default
     `~/.cache/unifybench`). The one convention for every family and encoder."""
     return (Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench") / "tiny"
+
+
+def blank_text_ids(tokenizer, first_text_id: int = 0) -> list[int]:
+    """Text tokens (ids from `first_text_id`) that decode to nothing visible (spaces, newlines)."""
+    return [i for i in range(first_text_id, len(tokenizer)) if not tokenizer.decode([i]).strip()]
+
+
+def no_early_stop(head, stop_ids: Iterable[int]) -> None:
+    """Zero the output-head rows (and biases) of the end-of-turn / end-of-text tokens of a tiny random model
+    (and of the text tokens that decode to blanks).
+
+    Their logit is then exactly 0 while the ~1000 random text logits beside it always include positive ones,
+    so greedy decoding never ends a turn at once: tiny answers are non-empty text (random words up to
+    `max_new_tokens`), and the text path (decode, detokenise, parse, score) is exercised. A seeded tiny model
+    otherwise answers the empty string (or only spaces) whenever its random head happens to rank end-of-turn
+    or a blank first, which looks exactly like a broken pipeline. Real checkpoints are never touched: this
+    runs in the tiny builders only.
+    """
+    import torch
+    with torch.no_grad():
+        for i in stop_ids:
+            head.weight[i].zero_()
+            if getattr(head, "bias", None) is not None:
+                head.bias[i] = 0.0

@@ -142,8 +142,8 @@ class ChameleonBackbone(TransformersBackbone):
                        past_key_values=None, use_cache: bool = False):
         """Last hidden states [B, T, H] and the KV cache, from the inner decoder (no image-logit masking)."""
         out = self.model.model(input_ids=input_ids, attention_mask=attention_mask,
-                               past_key_values=past_key_values, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+                               cache=past_key_values, use_cache=use_cache)
+        return out.last_hidden_state, out.cache   # transformers' `cache` (5.x: `past_key_values` is deprecated)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(hidden)

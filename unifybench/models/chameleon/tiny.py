@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once, tiny_root
+from unifybench.models.tiny_cache import blank_text_ids, build_once, no_early_stop, tiny_root
 
 import torch
 from safetensors import safe_open
@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from unifybench.models.local import quiet_transformers
 from unifybench.models.chameleon.vqgan import VQGANDecoder
 
-VERSION = "chameleon-v1"  # bump when the recipe changes, so stale caches are not reused
+VERSION = "chameleon-v3"  # bump when the recipe changes; v3: no early end of turn, no blank answers (no_early_stop)
 NUM_CODES = 512
 RESOLUTION = 128  # 3 VQ levels -> 2 downsamplings -> a 32x32 latent grid = 1024 tokens, as in the real model
 SEED = 0
@@ -86,6 +86,8 @@ def _build(out: Path) -> None:
         torch.manual_seed(SEED)
         model = ChameleonForConditionalGeneration(config).eval()
         decoder = VQGANDecoder(config.vq_config)
+    first_text = vocab["<reserved16299>"] + 1          # the BPE text tokens follow the special ones
+    no_early_stop(model.lm_head, [vocab["<reserved08706>"], vocab["</s>"], *blank_text_ids(tokenizer, first_text)])
     image_processor = ChameleonImageProcessor(size={"shortest_edge": RESOLUTION},
                                               crop_size={"height": RESOLUTION, "width": RESOLUTION})
     processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=1024)

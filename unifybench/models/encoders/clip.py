@@ -181,17 +181,17 @@ def split_arch(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
+OPEN_CLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                          "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
+
+
 def _find_open_clip_weights(folder: Path) -> list[Path]:
-    try:  # the file open_clip itself will pick
-        from open_clip.factory import _find_checkpoint_in_dir
-        found = _find_checkpoint_in_dir(folder)
-        return [Path(found)] if found else []
-    except ImportError:  # pragma: no cover - older/newer open_clip layout
-        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
-                     "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth"):
-            if (folder / name).is_file():
-                return [folder / name]
-        return []
+    """The weights file of an open_clip hub folder, by the file names open_clip writes (safetensors first).
+    Our own rule, not open_clip's private `_find_checkpoint_in_dir`, which may change under us."""
+    for name in OPEN_CLIP_WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return [folder / name]
+    return []
 
 
 def load_clip(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,

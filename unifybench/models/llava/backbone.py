@@ -164,8 +164,8 @@ class LlavaBackbone(TransformersBackbone):
         """Last hidden states [B, T, H] and the KV cache; `pixel_values` [N, 3, H, W] fill the N images'
         placeholder runs, in order over the batch."""
         out = self.model.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                               past_key_values=past_key_values, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+                               cache=past_key_values, use_cache=use_cache)
+        return out.last_hidden_state, out.cache   # transformers' `cache` (5.x: `past_key_values` is deprecated)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(hidden)

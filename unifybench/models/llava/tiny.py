@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once, tiny_root
+from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root
 
 import torch
 
 from unifybench.models.local import quiet_transformers
 
-VERSION = "llava-v1"          # bump when the recipe changes, so stale caches are not reused
-PHI_VERSION = "llava-phi-v1"  # the same with a Phi language model (UniCTokens' Yo'LLaVA(Phi-1.5) row)
+VERSION = "llava-v2"          # bump when the recipe changes; v2: no early end of text (no_early_stop)
+PHI_VERSION = "llava-phi-v2"  # the same with a Phi language model (UniCTokens' Yo'LLaVA(Phi-1.5) row)
 IMAGE_SIZE = 32
 PATCH_SIZE = 8                # 4x4 = 16 patches (+ CLS, dropped by the "default" feature strategy)
 SEED = 0
@@ -80,6 +80,7 @@ def _build(out: Path, text_model: str) -> None:
     with torch.random.fork_rng(devices=[]):  # fixed weights without disturbing the caller's RNG
         torch.manual_seed(SEED)
         model = LlavaForConditionalGeneration(config).eval()
+    no_early_stop(model.lm_head, [vocab["</s>"]])   # answers are text, not "" (see tiny_cache.no_early_stop)
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once, tiny_root
+from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root
 
 import torch
 from safetensors.torch import save_file
 
-VERSION = "showo-v2"   # v2: MAGVIT power_vals stored as int64, as in the public file
+VERSION = "showo-v3"   # v2: MAGVIT power_vals stored as int64, as in the public file; v3: no early end of text
 SEED = 0
 GRID = 8
 CODEBOOK = 8192
@@ -69,6 +69,8 @@ def _build(out: Path) -> None:
         torch.manual_seed(SEED)
         model = Showo(phi, vocab_size)
         vq = MAGVITv2(vqcfg)
+    from unifybench.models.showo.backbone import EOT
+    no_early_stop(model.showo.lm_head, [tokenizer.convert_tokens_to_ids(EOT)])   # answers are text, not ""
 
     showo_dir, phi_dir, vq_dir = out / "show-o-512x512", out / "phi-1_5", out / "magvitv2"
     for d in (showo_dir, phi_dir, vq_dir):
