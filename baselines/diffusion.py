@@ -21,7 +21,7 @@ checkpoint files, and prediction builds a per-concept pipeline around them. Trai
 seed and the concept name; each generation prompt draws from `derive_seed(seed, "gen", item id)`, so a rerun
 gives the same images bit for bit. Benchmark prompts carry `<sks>`: DreamBooth writes it "sks dog", TI
 "<name> dog" (a class noun already after the placeholder, as in DreamBench prompts, is not repeated).
-Images are scored raw: the safety checker is not loaded (see `unifybench.models.stable_diffusion`).
+Images are scored raw: the safety checker is not loaded (see `unifybench.models.stable_diffusion.pipeline`).
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ import torch
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.prompts import with_class_noun
 from unifybench.images import open_rgb, save_images
-from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
-from unifybench.models.stable_diffusion import DEFAULT_CHECKPOINT, quiet_diffusers
+from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers
 from unifybench.progress import maybe_task
 
 CLASS_IMAGES_VERSION = 1
@@ -188,9 +188,10 @@ class StableDiffusionBaseline(Method):
     config_cls = DiffusionConfig
 
     def setup(self) -> None:
-        from unifybench.models.stable_diffusion import load_sd, sd_path
+        from unifybench.models.stable_diffusion.pipeline import load_sd
+        from unifybench.models.weights import resolve
         cfg = self.config
-        self.path = sd_path(cfg.checkpoint, self.ctx.models, self.ctx.cache_dir)
+        self.path = resolve("sd", cfg.checkpoint or DEFAULT_CHECKPOINT, self.ctx)
         self.dtype = torch_dtype(self.ctx.dtype)
         self.sd = load_sd(self.path, device=self.ctx.device, dtype=self.dtype, variant=cfg.variant or None)
         for module in (self.sd.pipe.unet, self.sd.pipe.vae, self.sd.pipe.text_encoder):
@@ -348,7 +349,6 @@ class StableDiffusionBaseline(Method):
 
 class DreamBoothSD(StableDiffusionBaseline):
     name = "dreambooth-sd"
-    description = "DreamBooth (Ruiz et al., CVPR 2023) on Stable Diffusion 1.x: UNet fine-tuned per concept"
     config_cls = DreamBoothConfig
     # UniCTokens Table 2's "DreamBooth (~3000 images)": as many of the concept's training photos as the data
     # root provides, up to 3000 (the bundled benchmarks have a handful per concept).
@@ -517,7 +517,6 @@ class DreamBoothSD(StableDiffusionBaseline):
 
 class TextualInversionSD(StableDiffusionBaseline):
     name = "textual-inversion"
-    description = "Textual Inversion (Gal et al., ICLR 2023) on Stable Diffusion 1.x: one learned token per concept"
     config_cls = TextualInversionConfig
     presets = {"tiny": dict(_TINY, lr=1e-2, grad_accum=1)}
 

@@ -26,9 +26,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unifybench.baselines.common import concept_name, question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.prompts import concept_name, question_text
 from unifybench.images import open_rgb
 from unifybench.methods.base import Method
 from unifybench.models import torch_dtype
@@ -70,20 +70,20 @@ def rap_query(question: str, entries: list[Entry], with_image: bool) -> str:
 
 class RapLlava(Method):
     name = "rap-llava"
-    description = "RAP-MLLM (UniCTokens Table 1): a concept database retrieved into RAP-LLaVA's prompt"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     config_cls = RapConfig
     presets = {"tiny": dict(backbone="tiny", max_new_tokens=8),
                "image-retrieval": dict(retrieval="image", top_k=2)}
 
     def setup(self) -> None:
-        from unifybench.models.llava import LlavaBackbone, llava_path
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import resolve
         cfg = self.config
         if cfg.retrieval not in ("name", "image"):
             raise UserError(f"rap-llava: retrieval must be 'name' or 'image', not {cfg.retrieval!r}")
         if cfg.top_k < 1:
             raise UserError("rap-llava: top_k must be at least 1")
-        path = llava_path(cfg.backbone, self.ctx.models, self.ctx.cache_dir)
+        path = resolve("llava", cfg.backbone, self.ctx)
         self.backbone = LlavaBackbone.load(path, device=self.ctx.device, dtype=torch_dtype(self.ctx.dtype))
         self._clip = None
         self.database: list[Entry] = []
@@ -114,8 +114,9 @@ class RapLlava(Method):
     # --- retrieval ---
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import retrieval_clip
-            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            from unifybench.retrieval import retrieval_clip
+            from unifybench.models.weights import is_tiny
+            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image")
         return self._clip
 

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from unifybench.models.chameleon import ChameleonBackbone
+from unifybench.models.chameleon.backbone import ChameleonBackbone
 from unifybench.models.concept_tokens import ConceptTokens, attach, detach
-from unifybench.models.tiny_chameleon import tiny_chameleon_path
+from unifybench.models.chameleon.tiny import tiny_chameleon_path
 from unifybench.training import Sample, collate, sequence_loss
 
 N_TOKENS = 33  # <sks> + 16 <g> + 16 <u>

@@ -60,7 +60,7 @@ def build_models(work: Path) -> tuple[Path, Path]:
     import open_clip
     from safetensors.torch import save_file
 
-    from unifybench.models.dino import VITS16_CONFIG, save_random_vit
+    from unifybench.models.encoders.dino import VITS16_CONFIG, save_random_vit
     clip_dir, dino_dir = work / "clip-vit-b-32-random", work / "dino-vits16-random"
     clip_dir.mkdir()
     cfg = open_clip.get_model_config("ViT-B-32")
@@ -111,7 +111,8 @@ def sync(device: str) -> None:
 
 def ours(data, run: Path, clip_dir: Path, dino_dir: Path, device: str, dtype: str, cache: Path, batch: int):
     from unifybench.evaluators.base import EvalContext
-    from unifybench.evaluators.clip_image import FEATURES, ClipImage
+    from unifybench.evaluators.clip_image import ClipImage
+    from unifybench.evaluators.image_similarity import FEATURES
     from unifybench.evaluators.clip_text import ClipText
     from unifybench.evaluators.dino import Dino
     FEATURES.clear()
@@ -185,8 +186,8 @@ def main(argv=None) -> dict:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
-    from unifybench.models.clip import get_clip
-    from unifybench.models.dino import get_dino
+    from unifybench.models.encoders.clip import get_clip
+    from unifybench.models.encoders.dino import get_dino
     work = Path(tempfile.mkdtemp(prefix="eval-bench-", dir=args.work_dir))
     try:
         t = time.perf_counter()

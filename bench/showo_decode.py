@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from unifybench.models.tiny_showo import load_tiny_showo, tiny_showo_path
+from unifybench.models.showo.tiny import load_tiny_showo, tiny_showo_path
 
 
 def full_random_backbone(cache: Path, device: str, dtype: torch.dtype):
-    from unifybench.models.magvit2 import MAGVITv2
-    from unifybench.models.showo import PhiConfig, Showo, ShowoBackbone, load_tokenizer
+    from unifybench.models.showo.magvit2 import MAGVITv2
+    from unifybench.models.showo.backbone import PhiConfig, Showo, ShowoBackbone, load_tokenizer
     root = tiny_showo_path(cache)
     tiny = load_tiny_showo(cache)
     tokenizer = load_tokenizer(root / "phi-1_5", tiny.llm_vocab_size)

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-# Shared test helpers (judge_server, forgetting_fixture) import by module name under importlib mode.
-sys.path.insert(0, str(Path(__file__).parent))
+# Tests mirror the source folders (tests/models/chameleon/ tests unifybench/models/chameleon/, ...); the
+# fixtures and the fake judge server live in tests/helpers/ and import by module name under importlib mode.
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 
 @pytest.fixture(autouse=True, scope="session")

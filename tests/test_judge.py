@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import FakeJudge  # noqa: E402
 
 from unifybench.data.schema import KNOWLEDGE_GEN, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction  # noqa: E402
@@ -26,7 +24,8 @@ from unifybench.evaluators.base import EvalContext  # noqa: E402
 from unifybench.evaluators.judge_qa import JudgeQA  # noqa: E402
 from unifybench.evaluators.knowledge import KnowledgeT2I  # noqa: E402
 from unifybench.judge import JudgeCache, JudgeClient, JudgeUnavailable, parse_score, request_key  # noqa: E402
-from unifybench.runner import RunSpec, score  # noqa: E402
+from unifybench.runspec import RunSpec  # noqa: E402
+from unifybench.scoring import score  # noqa: E402
 from unifybench.store import write_json  # noqa: E402
 
 MODEL = "fake-judge"
