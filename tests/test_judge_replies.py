@@ -7,9 +7,44 @@ import json
 import pytest
 from judge_server import FakeJudge
 
-from test_judge import BO, FAST, MODEL, SEED, Bench, pred, qa, run_score
+from unifybench.data.schema import TEXT_QA, Benchmark, Concept, Item, Prediction
 from unifybench.evaluators.judge_qa import JudgeQA
 from unifybench.judge import JudgeCache, JudgeClient, parse_score
+from unifybench.runspec import RunSpec
+from unifybench.scoring import score
+
+
+MODEL, SEED = "fake-judge", 7
+FAST = {"timeout": 0.5, "backoff": 0.01, "max_retries": 2, "workers": 4}
+BO = Concept(name="bo", category="pet", class_noun="dog")
+
+
+class Bench(Benchmark):
+    name = "judge-test"
+
+    def __init__(self, items, concepts):
+        self._items, self._concepts = items, concepts
+
+    def concepts(self):
+        return self._concepts
+
+    def items(self, concept):
+        return self._items.get(concept.name, [])
+
+
+def qa(concept, key, question, answer):
+    return Item(id=f"t/{concept}/{TEXT_QA}/{key}", concept=concept, task=TEXT_QA, prompt=question, answer=answer)
+
+
+def pred(item, text):
+    return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
+
+
+def run_score(bench, preds, evaluator, out, cache, base_url):
+    spec = RunSpec(method="predictions", output_dir=out, cache_dir=cache, seed=SEED, judge_base_url=base_url,
+                   judge_model=MODEL)
+    results = score(bench, bench.concepts(), preds, [evaluator], out, spec)
+    return results[evaluator.name], {"evaluator_environment": {evaluator.name: evaluator.environment()}}
 
 
 @pytest.fixture(autouse=True)
