@@ -83,6 +83,8 @@ def _spec_from_args(args, method: str):
     preset = getattr(args, "preset", None)
     tiny = preset == "tiny"
     out = args.output_dir or Path("runs") / f"{method}-{args.benchmark}-{preset or 'paper'}"
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--output-dir {out} is a file, not a folder")
     return RunSpec(method=method, benchmark=args.benchmark, data_root=args.data_root,
                    evaluators=_csv(args.evaluators), evaluator_presets=_key_values(args.eval_preset, "--eval-preset"),
                    preset=preset, overrides=_key_values(getattr(args, "set", []), "--set"), output_dir=out,
@@ -110,7 +112,24 @@ def cmd_eval(args) -> int:
         spec = replace(spec, output_dir=Path("runs") / f"eval-{args.benchmark}")
     doc = evaluate_predictions(spec, args.predictions)
     _print_summary(doc, spec.output_dir)
-    return 0
+    return _coverage_status(doc)
+
+
+def _coverage_status(doc: dict) -> int:
+    """Warn on stderr for every evaluator with missing items; 1 when an evaluator scored nothing."""
+    status = 0
+    for bench, results in doc["results"].items():
+        for name, r in results.items():
+            if r.get("off"):
+                continue
+            n, failed, missing = r.get("n", 0), r.get("n_failed", 0), r.get("n_missing", 0)
+            if missing:
+                print(f"warning: {bench}/{name}: {missing} of {n + failed + missing} items have no prediction "
+                      "(not scored)", file=sys.stderr)
+            if n == 0:
+                print(f"error: {bench}/{name} scored 0 items ({failed} failed, {missing} missing)", file=sys.stderr)
+                status = 1
+    return status
 
 
 def _print_summary(doc: dict, out: Path) -> None:
@@ -151,7 +170,10 @@ def _counts_line(bench, concepts, n_by_task: dict[str, int]) -> str:
 
 
 def cmd_items(args) -> int:
+    from unifybench.data.schema import TASKS
     from unifybench.runspec import make_benchmark, select_concepts
+    if args.task and args.task not in TASKS:
+        raise UserError(f"--task: no task {args.task!r} (known: {', '.join(TASKS)})")
     bench = make_benchmark(args.benchmark, args.data_root)
     concepts = select_concepts(bench, _csv(args.concepts))
     n_by_task: dict[str, int] = {}
@@ -237,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished concepts are kept, rerun to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `unifybench compare ... | head`: the reader has what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
