@@ -67,13 +67,32 @@ def load_results(path: str | Path) -> ResultsFile:
         raise UserError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise UserError(f"{p}: not a unifybench results file (no 'results' object)")
+    if not isinstance(doc.get("config", {}), dict):
+        raise UserError(f"{p} [config]: not an object")
     for bench, evs in doc["results"].items():
         if not isinstance(evs, dict):
             raise UserError(f"{p}: results[{bench!r}] is not an object")
         for ev, res in evs.items():
             if not isinstance(res, dict) or "value" not in res:
                 raise UserError(f"{p}: results[{bench!r}][{ev!r}] has no 'value'")
+            _check_metric(p, f"results[{bench!r}][{ev!r}]", res)
     return ResultsFile(p, doc)
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_metric(p: Path, where: str, res: dict) -> None:
+    """Types of the fields every command reads: a text where a number belongs is refused, not rendered."""
+    if not _number(res["value"]):
+        raise UserError(f"{p} [{where}.value]: not a number or null")
+    for name in ("n", "n_failed", "n_missing"):
+        if name in res and not (isinstance(res[name], int) and not isinstance(res[name], bool)):
+            raise UserError(f"{p} [{where}.{name}]: not an integer")
+    per = res.get("per_concept", {})
+    if not isinstance(per, dict) or not all(_number(v) for v in per.values()):
+        raise UserError(f"{p} [{where}.per_concept]: not an object of numbers")
 
 
 def get_path(obj: Any, dotted: str) -> Any:
