@@ -127,9 +127,10 @@ def _coverage_status(doc: dict) -> int:
                 continue
             n, failed, missing = r.get("n", 0), r.get("n_failed", 0), r.get("n_missing", 0)
             if missing:
-                print(f"warning: {bench}/{name}: {missing} of {n + failed + missing} items have no prediction "
-                      "(not scored)", file=sys.stderr)
-            if n == 0:
+                print(f"warning: {bench}/{name}: {missing} items have no prediction "
+                      f"(n {n}, {failed} failed)", file=sys.stderr)
+            # Under --missing wrong (the default) n counts the missing items as wrong answers.
+            if n - (missing if r.get("missing") == "wrong" else 0) <= 0:
                 print(f"error: {bench}/{name} scored 0 items ({failed} failed, {missing} missing)", file=sys.stderr)
                 status = 1
     return status
