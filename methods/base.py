@@ -30,6 +30,7 @@ class Method:
     name: str = ""
     tasks: frozenset[str] = frozenset()      # item tasks this method can answer
     not_scored_by: frozenset[str] = frozenset()   # evaluators whose cells the papers leave "-" for this row
+    calls_api: bool = False                  # answers through an OpenAI-compatible server (--set base_url=)
     config_cls: type | None = None           # dataclass of hyperparameters
     presets: dict[str, dict[str, Any]] = {}  # preset name -> field overrides
     # The local model the method answers with (a unifybench.models backbone), set by `setup`; None: none

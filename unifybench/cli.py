@@ -235,6 +235,7 @@ PLUGGED = {
     "regress": ("unifybench.commands.regress", "compare results with a golden file; exit 1 on drift"),
     "compare": ("unifybench.commands.compare", "paired differences between two runs over shared concepts"),
     "report": ("unifybench.commands.report", "a static HTML report with tables and image grids"),
+    "reproduce": ("unifybench.commands.reproduce", "plan, run (here or on Slurm) and render a whole paper table"),
 }
 
 
