@@ -165,7 +165,25 @@ def cmd_eval(args) -> int:
     spec = build_spec("eval", options)
     doc = evaluate_predictions(spec, [Path(p) for p in spec.run_config["predictions"]])
     _print_summary(doc, spec.output_dir)
-    return 0
+    return _coverage_status(doc)
+
+
+def _coverage_status(doc: dict) -> int:
+    """Warn on stderr for every evaluator with missing items; 1 when an evaluator scored nothing."""
+    status = 0
+    for bench, results in doc["results"].items():
+        for name, r in results.items():
+            if r.get("off"):
+                continue
+            n, failed, missing = r.get("n", 0), r.get("n_failed", 0), r.get("n_missing", 0)
+            if missing:
+                print(f"warning: {bench}/{name}: {missing} items have no prediction "
+                      f"(n {n}, {failed} failed)", file=sys.stderr)
+            # Under --missing wrong (the default) n counts the missing items as wrong answers.
+            if n - (missing if r.get("missing") == "wrong" else 0) <= 0:
+                print(f"error: {bench}/{name} scored 0 items ({failed} failed, {missing} missing)", file=sys.stderr)
+                status = 1
+    return status
 
 
 def _print_summary(doc: dict, out: Path) -> None:
@@ -231,7 +249,10 @@ def _counts_line(bench, concepts, n_by_task: dict[str, int]) -> str:
 
 
 def cmd_items(args) -> int:
+    from unifybench.data.schema import TASKS
     from unifybench.runspec import make_benchmark, select_concepts
+    if args.task and args.task not in TASKS:
+        raise UserError(f"--task: no task {args.task!r} (known: {', '.join(TASKS)})")
     bench = make_benchmark(args.benchmark, args.data_root)
     concepts = select_concepts(bench, _csv(args.concepts))
     n_by_task: dict[str, int] = {}
@@ -336,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished concepts are kept, rerun to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `unifybench compare ... | head`: the reader has what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

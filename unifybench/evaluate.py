@@ -18,7 +18,8 @@ def load_predictions(paths: list[Path], items_by_id: dict[str, Item]) -> list[Pr
     * our own form (what `run` writes): `{id, concept, task, prompt, text | images | error}`;
     * bring-your-own form: text answers `{"item_id", "answer"}` and an image manifest
       `{"item_id", "path"}` (one line per image); concept and task come from the benchmark's items.
-    Image paths are relative to the file's folder unless absolute.
+    Image paths are relative to the file's folder unless absolute. A second answer for one item (in one
+    file or across files) is refused: the last one silently winning would change a score.
     """
     merged: dict[str, Prediction] = {}
     for path in paths:
@@ -39,6 +40,9 @@ def load_predictions(paths: list[Path], items_by_id: dict[str, Item]) -> list[Pr
                 text = row.get("answer", row.get("text"))
                 if not isinstance(text, str):
                     raise DataError(path, f"line {n}: the answer is not a string", field="answer")
+                if pred.text is not None:
+                    raise DataError(path, f"line {n}: a second answer for item {item_id!r} (ids must be "
+                                    "unique)", field="item_id")
                 pred.text = text
             elif "path" in row or "images" in row:
                 images = [row["path"]] if "path" in row else row["images"]

@@ -10,10 +10,11 @@ an error message (every message that leaves this module is scrubbed of it) and n
 * **Deterministic settings.** Temperature 0 and the run's seed are sent with every request.
 * **Retries.** The openai client's own retries are off (``max_retries=0``); this module retries HTTP 429,
   5xx, timeouts and connection errors with exponential backoff (honouring ``Retry-After``), and gives up
-  on any other error at once. A reply the caller's parser rejects is a failure, never retried and never
-  cached.
+  on any other error at once. Every reply that cannot be read (a 200 whose body is not JSON, no choices,
+  no text, text the caller's parser rejects) is one failed sample, counted, never retried, never cached.
 * **Cache.** Good parsed replies are appended to a JSONL write-ahead log (flushed and fsynced per line,
-  replayed into an in-memory index on start; a torn last line is skipped). The key is the sha256 of
+  replayed into an in-memory index on start; a torn line is skipped, and the next append first ends it
+  with a newline so that it starts a clean line). The key is the sha256 of
   (judge model, prompt version, sampling settings, request content), where every embedded image is
   replaced by the sha256 of its bytes. A rerun or a resumed run makes no call for a cached request.
 * **Circuit breaker.** After ``max_consecutive_failures`` requests in a row get no reply (after their
@@ -128,15 +129,25 @@ class JudgeCache:
         line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            with open(self.path, "a+", encoding="utf-8") as f:
                 _lock_file(f)
                 try:
+                    if _torn_tail(f):       # a kill mid-append left half a line: end it, so this one is whole
+                        line = "\n" + line
                     f.write(line)
                     f.flush()
                     os.fsync(f.fileno())
                 finally:
                     _unlock_file(f)
             self._index[record["key"]] = record
+
+
+def _torn_tail(f) -> bool:
+    """True when the (locked, append-mode) file does not end with a newline."""
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        return False
+    return os.pread(f.fileno(), 1, size - 1) != b"\n"
 
 
 def _lock_file(f) -> None:
@@ -321,11 +332,15 @@ class JudgeClient:
             max_tokens=self.max_tokens, n=1, stream=False))
         if error is not None:
             return None, error
-        choices = getattr(resp, "choices", None) or []
-        content = choices[0].message.content if choices and choices[0].message else None
-        if content is None:
+        try:   # the client builds replies without validating them: any field may be missing or mistyped
+            choices = getattr(resp, "choices", None) or []
+            content = choices[0].message.content if choices and choices[0].message else None
+        except (AttributeError, IndexError, KeyError, TypeError):
+            content = None
+        if not isinstance(content, str):
             self._count("failures")
-            return None, "judge returned no text"
+            self._count("unparsable")
+            return None, "judge reply holds no text (no choices or no message content)"
         return content, None
 
     def _with_retries(self, call: Callable[[Any], Any]) -> tuple[Any, str | None]:
@@ -351,6 +366,10 @@ class JudgeClient:
                 retry_after = _retry_after(e)
             except openai.OpenAIError as e:   # malformed response and the like: do not retry
                 return None, self._fail(f"{type(e).__name__}: {e}")
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                # An HTTP 200 the client cannot read (an HTML error page from a proxy: JSONDecodeError is a
+                # ValueError). One failed sample, not retried; a server that only sends these trips the breaker.
+                return None, self._fail(f"unreadable judge reply ({type(e).__name__}: {e})")
             else:
                 usage = getattr(resp, "usage", None)
                 if usage is not None:

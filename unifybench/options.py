@@ -127,6 +127,8 @@ def build_spec(command: str, options: dict[str, Any]):
     from unifybench.runspec import RunSpec
     o = normalise(command, options)
     out = Path(o["output_dir"]) if o["output_dir"] else default_output_dir(command, o)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output-dir {out} is a file, not a folder")
     return RunSpec(method=o.get("method") or "predictions", benchmark=o["benchmark"], data_root=o["data_root"],
                    evaluators=o["evaluators"], evaluator_presets=dict(o["eval_preset"]), preset=o.get("preset"),
                    overrides=dict(o.get("set") or {}), output_dir=out, seed=o["seed"], device=o["device"],

@@ -34,6 +34,7 @@ def run_table(doc: dict) -> str:
         lines.append(row)
         lines.append("| n (failed) | " + " | ".join(f"{results[m]['n']} ({results[m]['n_failed']})"
                                                     for m in metrics) + " |")
+        lines.append("| n_missing | " + " | ".join(str(results[m].get("n_missing", 0)) for m in metrics) + " |")
         lines.append("")
     if doc.get("forgetting"):
         lines += [forgetting_table(doc["forgetting"]), ""]

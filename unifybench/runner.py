@@ -6,6 +6,7 @@ with the same key reuses them (`--resume`, the default), so a crash loses at mos
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from unifybench.forgetting import check_forgetting, run_forgetting
 from unifybench.progress import Progress, maybe_task
 from unifybench.registry import get_runnable
 from unifybench.report import write_run_table
+from unifybench.runlock import run_lock
 from unifybench.runspec import (RunSpec, limit_items, make_benchmark, make_evaluators, method_context, results_document,
                                 select_concepts)
 from unifybench.scoring import score
@@ -60,7 +62,11 @@ def run(spec: RunSpec) -> dict:
     clock.quiet = rank != 0 or progress.enabled
     if spec.tiny:
         clock.say(TINY_WHAT)
+    with run_lock(out) if rank == 0 else contextlib.nullcontext():
+        return _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank, world, progress, clock)
 
+
+def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank, world, progress, clock) -> dict:
     if spec.tiny and spec.device == "cpu":
         # Tiny models are all per-op overhead: extra threads only add synchronisation (measured 3x slower).
         import torch
@@ -73,13 +79,16 @@ def run(spec: RunSpec) -> dict:
         data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
         clock.stage("setup")
         mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
+        items_of = {c.name: limit_items([i for i in benchmark.items(c) if i.task in wanted], spec.limit)
+                    for c in concepts}
+        keys = {c.name: canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
+                                        "seed": spec.seed, "items": [i.id for i in items_of[c.name]],
+                                        "version": unifybench.__version__})
+                for c in concepts}
         with maybe_task(progress, "concepts", len(mine), keep=True) as advance:
             for n, concept in enumerate(mine, 1):
-                items = limit_items([i for i in benchmark.items(concept) if i.task in wanted], spec.limit)
-                key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
-                                      "seed": spec.seed, "items": [i.id for i in items],
-                                      "version": unifybench.__version__})
-                unit_times[concept.name] = _run_unit(method, benchmark, concept, items, out, key, spec)
+                unit_times[concept.name] = _run_unit(method, benchmark, concept, items_of[concept.name], out,
+                                                     keys[concept.name], spec)
                 clock.concept(concept.name, n, len(mine), unit_times[concept.name])
                 advance()
         clock.stage("concepts")
@@ -87,12 +96,15 @@ def run(spec: RunSpec) -> dict:
         if rank != 0:
             distributed.finish()
             return {}
-        # Rank 0 reads every unit back from disk, in concept order: the same with 1 rank or many.
+        # Rank 0 reads every unit back from disk, in concept order: the same with 1 rank or many. A unit
+        # whose key is not this run's (another configuration wrote it meanwhile) is never scored.
+        for c in concepts:
+            if not _finished(out / "concepts" / c.name / "unit.json", keys[c.name]):
+                raise UserError(f"{out / 'concepts' / c.name / 'unit.json'}: written by another configuration, "
+                                "not this run's; rerun into a fresh --output-dir")
         predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
                        for c in concepts}
-        asked = {c.name: {i.id for i in method.asked(limit_items([i for i in benchmark.items(c) if i.task in wanted],
-                                                                 spec.limit))}
-                 for c in concepts}
+        asked = {c.name: {i.id for i in method.asked(items_of[c.name])} for c in concepts}
         results = score(benchmark, concepts, predictions, evaluators, out, spec, progress, asked=asked)
         clock.stage("scoring")
         forgetting = run_forgetting(method, concepts, evaluators, out, spec)

@@ -31,13 +31,19 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     from unifybench.errors import DataError
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(path, f"line {n} is not JSON ({e.msg})") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(path, f"line {n} is not JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise DataError(path, f"line {n} is a JSON {type(row).__name__}, not an object")
+                    rows.append(row)
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {e.start} of the file cannot be decoded)") from None
     return rows
 
 

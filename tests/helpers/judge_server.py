@@ -7,7 +7,11 @@ distinct request body. What it replies is decided from the text of the last user
 * ``FAULT:500xN`` / ``FAULT:429xN`` / ``FAULT:slowxN``: the first N attempts of that request get an HTTP 500,
   an HTTP 429 (``Retry-After: 0``) or a reply delayed by ``slow_seconds`` (past the client's timeout);
   later attempts are answered normally. Without ``xN`` the fault is permanent.
-* ``FAULT:garbage``: a reply that is not a score.
+* ``FAULT:garbage``: a reply that is not a score; ``FAULT:nonjson``: an HTTP 200 whose body is not JSON;
+  ``FAULT:nochoices``: an HTTP 200 completion without choices (all three permanent, or ``xN``).
+* ``cycle=[...]`` (constructor): every chat request, in arrival order, gets the next fault of the list
+  (``"500"``, ``"429"``, ``"hang"`` (past the client's timeout), ``"nonjson"``, ``"nochoices"``,
+  ``"garbage"``, ``"valid"``), whatever its text; ``paid`` counts the requests that got a usable score.
 * ``FAULT:echo-auth``: an HTTP 400 whose error message repeats the Authorization header (a server
   that leaks the key back; the client must scrub it).
 * otherwise a score: with an attached image, from the colour of its top-left pixel (red 1, green 0.5,
@@ -35,12 +39,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-_FAULT = re.compile(r"FAULT:(500|429|slow|garbage|echo-auth)(?:x(\d+))?")
+_FAULT = re.compile(r"FAULT:(500|429|slow|garbage|nonjson|nochoices|echo-auth)(?:x(\d+))?")
 
 
 class FakeJudge:
     def __init__(self, expected_key: str | None = None, model: str = "fake-judge", seed: int | None = None,
-                 slow_seconds: float = 1.5, image_model: str = "gpt-image-1"):
+                 slow_seconds: float = 1.5, image_model: str = "gpt-image-1", cycle: list[str] | None = None):
         self.expected_key = expected_key
         self.model = model
         self.image_model = image_model
@@ -52,6 +56,9 @@ class FakeJudge:
         self.attempts: dict[str, int] = {}   # request-body hash -> attempts so far
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
+        self.cycle = list(cycle or [])
+        self.paid = 0                         # requests answered with a score (what a real judge bills)
+        self.paid_bodies: list[str] = []      # their request texts, to find repeated paid calls
 
     # ---- lifecycle
 
@@ -109,12 +116,16 @@ class FakeJudge:
         if self.expected_key is not None and auth != f"Bearer {self.expected_key}":
             return self._send(h, 401, {"error": {"message": "invalid api key", "type": "auth_error"}})
         text = _user_text(body)
+        if self.cycle:
+            with self.lock:
+                kind = self.cycle[(len(self.requests) - 1) % len(self.cycle)]
+            return self._fault(h, body, text, {"hang": "slow"}.get(kind, kind))
         fault = _FAULT.search(text)
         if fault:
             kind, times = fault.group(1), fault.group(2)
             active = times is None or attempt <= int(times)
-            if kind == "garbage":
-                return self._reply(h, body, "The candidate seems mostly fine to me.")
+            if kind in ("garbage", "nonjson", "nochoices") and active:
+                return self._fault(h, body, text, kind)
             if kind == "echo-auth":
                 return self._send(h, 400, {"error": {"message": f"cannot use header {auth!r}",
                                                      "type": "invalid_request_error"}})
@@ -125,7 +136,32 @@ class FakeJudge:
                                   headers={"Retry-After": "0"})
             if active and kind == "slow":
                 time.sleep(self.slow_seconds)
+        return self._scored(h, body, text)
+
+    def _scored(self, h, body: dict, text: str) -> None:
+        with self.lock:
+            self.paid += 1
+            self.paid_bodies.append(text)
         return self._reply(h, body, _score(body))
+
+    def _fault(self, h, body: dict, text: str, kind: str) -> None:
+        """One reply of fault `kind` (see the module docstring); "valid" is a normal score."""
+        if kind == "500":
+            return self._send(h, 500, {"error": {"message": "internal error", "type": "server_error"}})
+        if kind == "429":
+            return self._send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                              headers={"Retry-After": "0"})
+        if kind == "slow":
+            time.sleep(self.slow_seconds)
+            return self._scored(h, body, text)
+        if kind == "garbage":
+            return self._reply(h, body, "The candidate seems mostly fine to me.")
+        if kind == "nonjson":
+            return self._send_raw(h, 200, b"<html><body>502 Bad Gateway</body></html>")
+        if kind == "nochoices":
+            return self._send(h, 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": 0,
+                                       "model": body.get("model"), "choices": []})
+        return self._scored(h, body, text)
 
     def _images(self, h: BaseHTTPRequestHandler) -> None:
         raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
@@ -187,7 +223,10 @@ class FakeJudge:
 
     @staticmethod
     def _send(h, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+        FakeJudge._send_raw(h, status, json.dumps(payload).encode(), headers)
+
+    @staticmethod
+    def _send_raw(h, status: int, data: bytes, headers: dict | None = None) -> None:
         try:
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
