@@ -4,7 +4,7 @@
 benchmark=..., evaluators=...)` are the Python API (see unifybench.api); importing the package imports
 nothing heavy.
 """
-__version__ = "0.1.0"
+from unifybench.version import __version__  # noqa: F401
 
 
 def run(method, benchmark: str = "unifybench-mini", preset: str | None = None, **options):

@@ -9,7 +9,7 @@ import random
 import subprocess
 from pathlib import Path
 
-import unifybench
+import unifybench.version
 
 LIBRARIES = ("torch", "torchvision", "transformers", "open_clip_torch", "onnxruntime", "onnxruntime-gpu",
              "insightface", "lm_eval", "nltk", "sacrebleu", "openai", "numpy", "pillow", "safetensors")
@@ -27,7 +27,7 @@ def library_versions() -> dict[str, str | None]:
 
 def git_hash() -> str | None:
     """The commit of the source tree this package runs from (None when not a git checkout)."""
-    root = Path(unifybench.__file__).resolve().parent.parent
+    root = Path(unifybench.version.__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import unifybench
+from unifybench.version import __version__
 from unifybench import environment as env
 from unifybench.errors import UserError
 from unifybench.progress import maybe_task
@@ -85,7 +85,7 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
     def unit(ev, label: str, condition: str, prefix, artifact_hash: str | None) -> dict:
         key = canonical_hash({"evaluator": ev.name, "settings": ev.describe(), "data": data[ev.name],
                               "method": method.describe(), "weights": weights, "artifact": artifact_hash,
-                              "condition": condition, "seed": spec.seed, "version": unifybench.__version__})
+                              "condition": condition, "seed": spec.seed, "version": __version__})
         path = fdir / "units" / label / f"{ev.name}.{condition}.json"
         if spec.resume:
             done = _load(path, key)

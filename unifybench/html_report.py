@@ -188,19 +188,28 @@ def read_samples(run_dir: Path, problems: list[str] | None = None
 
     Rows of the wrong shape and image paths that leave the run folder are skipped and described in
     `problems`."""
-    from unifybench.store import read_jsonl
+    import json
     problems = problems if problems is not None else []
     images: dict[str, dict[tuple[str, str], PromptImages]] = {}
     answers: dict[str, dict[str, Answer]] = {}
     sdir = run_dir / "samples"
     for f in sorted(sdir.glob("*.jsonl")) if sdir.is_dir() else []:
         ev = f.stem
+        # Read leniently, line by line (store.read_jsonl refuses a whole file for one bad line): a torn or
+        # foreign row is named and skipped, and the rest of the page is still worth having.
         try:
-            rows = list(read_jsonl(f))
-        except Exception as e:   # a torn or foreign file: the rest of the page is still worth having
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
             problems.append(f"samples/{f.name}: not readable as JSON lines ({type(e).__name__})")
             continue
-        for n, row in enumerate(rows, 1):
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                problems.append(f"samples/{f.name} line {n}: not JSON; row skipped")
+                continue
             why = _row_problem(row)
             if why:
                 problems.append(f"samples/{f.name} line {n}: {why}; row skipped")

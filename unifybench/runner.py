@@ -11,7 +11,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import unifybench
+from unifybench.version import __version__
 from unifybench import distributed, environment as env
 from unifybench.data.schema import Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
@@ -83,7 +83,7 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
                     for c in concepts}
         keys = {c.name: canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                         "seed": spec.seed, "items": [i.id for i in items_of[c.name]],
-                                        "version": unifybench.__version__})
+                                        "version": __version__})
                 for c in concepts}
         with maybe_task(progress, "concepts", len(mine), keep=True) as advance:
             for n, concept in enumerate(mine, 1):

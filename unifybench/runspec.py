@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import unifybench
+from unifybench.version import __version__
 from unifybench import environment as env
 from unifybench.data.root import resolve_root, root_env_var
 from unifybench.data.schema import Benchmark, Concept
@@ -172,7 +172,7 @@ def results_document(spec: RunSpec, method: dict, benchmark: Benchmark, concepts
     partial = partial_note(spec)
     return {
         "schema_version": SCHEMA_VERSION,
-        "unifybench_version": unifybench.__version__,
+        "unifybench_version": __version__,
         "git_hash": env.git_hash(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tiny": spec.tiny,

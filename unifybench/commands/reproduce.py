@@ -17,6 +17,13 @@ from pathlib import Path
 from unifybench.errors import UserError
 
 
+EXAMPLES = """examples:
+  unifybench reproduce unictokens_table1 --preset tiny
+  unifybench reproduce unictokens_table1 --dry-run
+  unifybench reproduce yochameleon_supp_table1 --launcher slurm --partition gpu --gpus 1 --time 240
+  unifybench reproduce --status runs/reproduce-unictokens_table1"""
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Plan, run and render a paper table: every implemented row of SPEC becomes a run in "
                      "SUITE/runs/<row>; the table (md/tex/csv), the plots and one HTML page land in SUITE. "
@@ -26,7 +33,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="tiny: every row on the random tiny models and the mini benchmark (numbers mean nothing)")
     p.add_argument("--suite-dir", type=Path, help="suite folder (default runs/reproduce-SPEC[-tiny])")
     p.add_argument("--rows", help="comma-separated row ids to run now (default: every implemented row)")
-    p.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: the rows in this process, one after another; slurm: one job per row through submitit")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run nothing")
     p.add_argument("--calibrate", action="store_true",
                    help="time each row on one concept here and store it in SUITE/calibration.json")
@@ -34,21 +42,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torchrun", type=int, default=0, metavar="N", help="local: run each row on N processes (torchrun)")
     p.add_argument("--api-base-url", help="OpenAI-compatible server for the API rows (GPT-4o); without it they are skipped")
     p.add_argument("--judge-base-url", help="judge server for the LLM-judge columns; without it they are skipped")
-    p.add_argument("--judge-model")
-    p.add_argument("--data-root")
+    p.add_argument("--judge-model", help="the judge's model name on that server")
+    p.add_argument("--data-root", help="the benchmark's data folder (default: UNIFYBENCH_<NAME>_ROOT)")
     p.add_argument("--concepts", help="comma-separated concept names (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--model", action="append", metavar="ROLE=PATH", default=[])
-    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument("--model", action="append", metavar="ROLE=PATH", default=[], help="local weights by role (repeatable)")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unifybench",
+                   help="tiny models, features and judge replies")
     g = p.add_argument_group("slurm (flags, or the same names as top-level keys of --config FILE.yaml)")
     g.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML mapping of these options (flags win)")
-    g.add_argument("--partition")
-    g.add_argument("--account")
-    g.add_argument("--qos")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--account", help="Slurm account")
+    g.add_argument("--qos", help="Slurm QOS")
     g.add_argument("--gpus", type=int, help="GPUs per job (default 1 with --device cuda, else 0)")
-    g.add_argument("--cpus", type=int)
+    g.add_argument("--cpus", type=int, help="CPUs per job")
     g.add_argument("--mem", type=float, help="GB per job")
     g.add_argument("--time", type=int, help="minutes per job (default 60)")
     g.add_argument("--array", action="store_true", help="one job array over the rows instead of one job per row")
@@ -90,9 +99,9 @@ def _csv(v: str | None) -> list[str] | None:
 
 
 def _options(args) -> dict:
-    from unifybench.cli import _key_values
+    from unifybench.options import _key_values
     return {"seed": args.seed, "device": args.device, "dtype": args.dtype, "concepts": _csv(args.concepts),
-            "data_root": args.data_root, "models": _key_values(args.model, "--model"),
+            "data_root": args.data_root, "models": _key_values(args.model, "model"),
             "cache_dir": str(args.cache_dir), "judge_base_url": args.judge_base_url, "judge_model": args.judge_model}
 
 
