@@ -98,8 +98,9 @@ def main(argv=None) -> int:
         prefix = args.prefix
     else:
         b = random_showo(24, args.device, dtype, cache=cache)
+    image = f"{b.num_vq_tokens} image tokens" if prefix is None else f"a {prefix}-token image+text prefix"
     name = f"{args.size} Show-o ({b.model.phi_config.num_hidden_layers} layers, hidden {b.hidden_size}, " \
-           f"vocab {b.vocab_size}, {b.num_vq_tokens} image tokens) on {args.device}, {args.dtype}"
+           f"vocab {b.vocab_size}, {image}) on {args.device}, {args.dtype}"
     print(name)
     r = mmu_rates(b, args.tokens, args.repeats, args.device, prefix)
     print(f"MMU greedy decoding, prompt {r['prompt_len']} tokens, {args.tokens} new tokens, median of {args.repeats}:")
