@@ -70,45 +70,37 @@ class ChameleonRunner(LocalRunner):
     kind = "chameleon"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.chameleon import ChameleonBackbone
-        from unifybench.models.local import resolve_model_path
-        if ctx.models.get("chameleon"):
-            path = resolve_model_path(ctx.models["chameleon"])
-        elif setting == "tiny":
-            from unifybench.models.tiny_chameleon import tiny_chameleon_path
-            path = tiny_chameleon_path(ctx.cache_dir / "tiny")
-        else:
-            path = resolve_model_path(setting)
+        from unifybench.models.chameleon.backbone import ChameleonBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("chameleon", setting, ctx)
         self.ctx = ctx
         self.backbone = ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
         self._blocks: dict[str, list[int]] = {}
 
-    def _image_block(self, path: Path) -> list[int]:
-        key = str(path)
-        if key not in self._blocks:
-            im = open_rgb(path)
-            b = self.backbone
-            self._blocks[key] = [b.boi_id] + b.encode_images([im])[0].tolist() + [b.eoi_id]
-        return self._blocks[key]
-
-    def _ids(self, segments) -> list[int]:
-        ids: list[int] = []
+    def _parts(self, segments) -> list:
+        """Text stays text; an image path becomes its (cached) encoded block for the chat adapter."""
+        from unifybench.models.chameleon.chat import image_block
+        parts = []
         for seg in segments:
-            ids += self._image_block(seg) if isinstance(seg, Path) else self.backbone.encode_text(seg)
-        return ids
+            if isinstance(seg, Path):
+                if str(seg) not in self._blocks:
+                    self._blocks[str(seg)] = image_block(self.backbone, open_rgb(seg))
+                parts.append(self._blocks[str(seg)])
+            else:
+                parts.append(seg)
+        return parts
 
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy text answer to `segments` (strings and image paths), one user turn."""
         import torch
         b = self.backbone
-        ids = torch.tensor([[b.bos_id] + self._ids(segments) + [b.eot_id]], device=b.model.device)
-        out = b.generate_text(ids, max_new_tokens=max_new_tokens)
-        return b.tokenizer.decode([t for t in out if t not in (b.eot_id, b.eos_id)], skip_special_tokens=True).strip()
+        ids = torch.tensor([b.chat_ids(None, self._parts(segments))], device=b.model.device)
+        return b.decode_answer(b.generate_text(ids, max_new_tokens=max_new_tokens))
 
     def draw(self, segments, n: int, generator, cfg):
         """`n` images for the user turn `segments` (PIL), sampled with `cfg`'s temperature, top_k, top_p."""
         b = self.backbone
-        prompt = [b.bos_id] + self._ids(segments) + [b.eot_id]
+        prompt = b.chat_ids(None, self._parts(segments))
         codes = b.generate_images(prompt, n, generator, temperature=cfg.temperature, top_k=cfg.top_k,
                                   top_p=cfg.top_p, batch_size=cfg.gen_batch_size)
         return b.decode_images(codes)
@@ -121,10 +113,11 @@ class ShowoRunner(LocalRunner):
     kind = "showo"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.showo import ShowoBackbone
+        from unifybench.models.showo.backbone import DEFAULT_LLM, DEFAULT_VQ, ShowoBackbone
+        from unifybench.models.weights import showo_folders
         self.ctx = ctx
-        self.backbone = ShowoBackbone.from_setting(setting, ctx.models, ctx.cache_dir, ctx.device,
-                                                   torch_dtype(ctx.dtype))
+        self.backbone = ShowoBackbone.load(*showo_folders(setting, ctx, DEFAULT_LLM, DEFAULT_VQ), device=ctx.device,
+                                           dtype=torch_dtype(ctx.dtype))
 
     def answer(self, segments, max_new_tokens: int) -> str:
         """Greedy MMU answer; a text-only question gets the black stand-in image, as UniCTokens is evaluated."""
@@ -149,8 +142,9 @@ class LlavaRunner(LocalRunner):
     kind = "llava"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.llava import LlavaBackbone, llava_path
-        path = llava_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("llava", setting, ctx)
         self.ctx = ctx
         self.backbone = LlavaBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
@@ -171,8 +165,9 @@ class QwenVLRunner(LocalRunner):
     kind = "qwen"
 
     def __init__(self, ctx, setting: str):
-        from unifybench.models.qwen_vl import QwenVLBackbone, qwen_vl_path
-        path = qwen_vl_path(setting, ctx.models, ctx.cache_dir)
+        from unifybench.models.qwen_vl.backbone import QwenVLBackbone
+        from unifybench.models.weights import resolve
+        path = resolve("qwen", setting, ctx)
         self.ctx = ctx
         self.backbone = QwenVLBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
 

@@ -21,7 +21,7 @@ checkpoint files, and prediction builds a per-concept pipeline around them. Trai
 seed and the concept name; each generation prompt draws from `derive_seed(seed, "gen", item id)`, so a rerun
 gives the same images bit for bit. Benchmark prompts carry `<sks>`: DreamBooth writes it "sks dog", TI
 "<name> dog" (a class noun already after the placeholder, as in DreamBench prompts, is not repeated).
-Images are scored raw: the safety checker is not loaded (see `unifybench.models.stable_diffusion`).
+Images are scored raw: the safety checker is not loaded (see `unifybench.models.stable_diffusion.pipeline`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from unifybench.images import open_rgb, save_images
 from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
-from unifybench.models.stable_diffusion import DEFAULT_CHECKPOINT, quiet_diffusers
+from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers
 from unifybench.progress import maybe_task
 
 CLASS_IMAGES_VERSION = 1
@@ -188,9 +188,10 @@ class StableDiffusionBaseline(Method):
     config_cls = DiffusionConfig
 
     def setup(self) -> None:
-        from unifybench.models.stable_diffusion import load_sd, sd_path
+        from unifybench.models.stable_diffusion.pipeline import load_sd
+        from unifybench.models.weights import resolve
         cfg = self.config
-        self.path = sd_path(cfg.checkpoint, self.ctx.models, self.ctx.cache_dir)
+        self.path = resolve("sd", cfg.checkpoint or DEFAULT_CHECKPOINT, self.ctx)
         self.dtype = torch_dtype(self.ctx.dtype)
         self.sd = load_sd(self.path, device=self.ctx.device, dtype=self.dtype, variant=cfg.variant or None)
         for module in (self.sd.pipe.unet, self.sd.pipe.vae, self.sd.pipe.text_encoder):

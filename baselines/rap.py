@@ -77,13 +77,14 @@ class RapLlava(Method):
                "image-retrieval": dict(retrieval="image", top_k=2)}
 
     def setup(self) -> None:
-        from unifybench.models.llava import LlavaBackbone, llava_path
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import resolve
         cfg = self.config
         if cfg.retrieval not in ("name", "image"):
             raise UserError(f"rap-llava: retrieval must be 'name' or 'image', not {cfg.retrieval!r}")
         if cfg.top_k < 1:
             raise UserError("rap-llava: top_k must be at least 1")
-        path = llava_path(cfg.backbone, self.ctx.models, self.ctx.cache_dir)
+        path = resolve("llava", cfg.backbone, self.ctx)
         self.backbone = LlavaBackbone.load(path, device=self.ctx.device, dtype=torch_dtype(self.ctx.dtype))
         self._clip = None
         self.database: list[Entry] = []
@@ -114,8 +115,9 @@ class RapLlava(Method):
     # --- retrieval ---
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import retrieval_clip
-            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.models.weights import is_tiny
+            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image")
         return self._clip
 

@@ -152,8 +152,8 @@ def main(argv=None) -> dict:
         ids = list(range(FIRST_CONCEPT_ID, FIRST_CONCEPT_ID + N_TOKENS))
         label = f"Chameleon-7B embedding geometry (V={b.vocab_size}, H={b.hidden_size}), {args.layers}-layer trunk, fp32"
     else:
-        from unifybench.models.chameleon import ChameleonBackbone
-        from unifybench.models.tiny_chameleon import tiny_chameleon_path
+        from unifybench.models.chameleon.backbone import ChameleonBackbone
+        from unifybench.models.chameleon.tiny import tiny_chameleon_path
         b = ChameleonBackbone.load(tiny_chameleon_path())
         ids = [b.token_id(f"<reserved{FIRST_CONCEPT_ID + i}>") for i in range(N_TOKENS)]
         label = f"tiny checkpoint (V={b.vocab_size}, H={b.hidden_size}), fp32"

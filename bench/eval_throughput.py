@@ -74,7 +74,7 @@ HF_CLIP_GEOMETRY = {
 def build_models(work: Path, clip_format: str = "open_clip", geometry: str = "vit-b-32") -> tuple[Path, Path]:
     """A random CLIP folder (open_clip ViT-B/32, or transformers CLIP at `geometry`) and a random DINO ViT-S/16
     (the tiny DINO when `geometry` is "tiny": a dry run)."""
-    from unifybench.models.dino import TINY_CONFIG, VITS16_CONFIG, save_random_vit
+    from unifybench.models.encoders.dino import TINY_CONFIG, VITS16_CONFIG, save_random_vit
     clip_dir, dino_dir = work / f"clip-{geometry}-random", work / "dino-vits16-random"
     if clip_format == "hf":
         build_hf_clip(clip_dir, geometry)
@@ -103,7 +103,7 @@ def build_hf_clip(clip_dir: Path, geometry: str) -> None:
     (CLIP's BPE merges ship with open_clip, which the GPU image lacks; text ids are arbitrary for timing)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    from unifybench.models.tiny_sd import BOS, EOS, VOCAB_SIZE, _byte_symbols
+    from unifybench.models.stable_diffusion.tiny import BOS, EOS, VOCAB_SIZE, _byte_symbols
     vision, text, proj = HF_CLIP_GEOMETRY[geometry]
     torch.manual_seed(0)
     config = CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=VOCAB_SIZE, max_position_embeddings=77),
@@ -229,8 +229,8 @@ def main(argv=None) -> dict:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
-    from unifybench.models.clip import get_clip
-    from unifybench.models.dino import get_dino
+    from unifybench.models.encoders.clip import get_clip
+    from unifybench.models.encoders.dino import get_dino
     work = Path(tempfile.mkdtemp(prefix="eval-bench-", dir=args.work_dir))
     try:
         t = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from unifybench.models.chameleon import ChameleonBackbone
+from unifybench.models.chameleon.backbone import ChameleonBackbone
 
 # Chameleon-7B / Anole-7B (config.json of facebook/chameleon-7b): the figures the benches are about.
 CHAMELEON_7B = dict(vocab_size=65536, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -77,9 +77,9 @@ def random_showo(layers: int, device="cpu", dtype=torch.float32, num_vq_tokens: 
     sets the image-token count of the MMU prefix (1024 at 512 px)."""
     import tempfile
 
-    from unifybench.models.magvit2 import MAGVITv2
-    from unifybench.models.showo import PhiConfig, Showo, ShowoBackbone, load_tokenizer
-    from unifybench.models.tiny_showo import load_tiny_showo, tiny_showo_path
+    from unifybench.models.showo.magvit2 import MAGVITv2
+    from unifybench.models.showo.backbone import PhiConfig, Showo, ShowoBackbone, load_tokenizer
+    from unifybench.models.showo.tiny import load_tiny_showo, tiny_showo_path
     cache = cache or Path(tempfile.mkdtemp(prefix="showo-geometry-"))
     root = tiny_showo_path(cache)
     tiny = load_tiny_showo(cache)

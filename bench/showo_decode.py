@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_geometry import random_showo  # noqa: E402
 
-from unifybench.models.tiny_showo import load_tiny_showo  # noqa: E402
+from unifybench.models.showo.tiny import load_tiny_showo  # noqa: E402
 
 QUESTION = "USER: Is this a dog? Describe it in detail. ASSISTANT:"
 

@@ -89,18 +89,11 @@ class Evaluator:
         return sum(ok) / len(ok) if ok else None
 
 
-def resolve_weights(param: str | None, ctx: EvalContext, role: str, tiny_path, missing: str) -> Path | str:
-    """An evaluator's checkpoint: its `backbone` param ("tiny" or a path), else the run's `--model ROLE=`,
-    else the tiny model (`tiny_path(cache_dir)`) in tiny runs; else the one-line error `missing`."""
-    if param == "tiny":
-        return tiny_path(ctx.cache_dir)
-    if param:
-        return param
-    if ctx.models.get(role):
-        return ctx.models[role]
-    if ctx.tiny:
-        return tiny_path(ctx.cache_dir)
-    raise UserError(missing)
+def resolve_weights(param: str | None, ctx: EvalContext, role: str, missing: str) -> Path | str:
+    """An evaluator's checkpoint, through the one weights resolver: the run's `--model ROLE=`, else its
+    `backbone` param ("tiny", a folder, a cached hub id), else the tiny model in tiny runs; else `missing`."""
+    from unifybench.models.weights import resolve
+    return resolve(role, param, ctx, missing=missing)
 
 
 def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evaluator) -> dict[str, Any]:

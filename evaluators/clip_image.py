@@ -49,8 +49,7 @@ LEGACY_SIDE = 512   # UniCTokens eval/clip_eval.py: short side 512, centre crop 
 
 def resolve_backbone(backbone: str | None, ctx: EvalContext, evaluator: str) -> Path | str:
     """The CLIP checkpoint an evaluator uses: its param, the run's `clip` model, or the tiny one."""
-    from unifybench.models.clip import tiny_clip_path
-    return resolve_weights(backbone, ctx, "clip", tiny_clip_path,
+    return resolve_weights(backbone, ctx, "clip",
                            f"{evaluator} needs a local CLIP checkpoint: pass --model clip=PATH (an open_clip folder "
                            f"with open_clip_config.json, an HF CLIP folder, or ARCH:/path/to/weights, e.g. "
                            f"ViT-B-32-quickgelu:/ckpt/openai.bin), or run the tiny preset; nothing is downloaded")
@@ -215,7 +214,7 @@ def score_against_references(evaluator: Evaluator, model, concept: Concept, item
     """The CLIP-I / DINO scoring: generated image features vs the concept's reference features."""
     import torch
 
-    from unifybench.models.clip import embed_images_cached
+    from unifybench.models.encoders.clip import embed_images_cached
     p = evaluator.params
     refs = list(concept.train_images if p["references"] == "train" else concept.test_images)
     out, pending = collect_generated(concept, items, predictions, evaluator.tasks)
@@ -335,7 +334,7 @@ class _ClipEvaluator(Evaluator):
         self._cache_dir: Path | None = None
 
     def model(self, ctx: EvalContext):
-        from unifybench.models.clip import get_clip
+        from unifybench.models.encoders.clip import get_clip
         if self._clip is None:
             base = get_clip(resolve_backbone(self.params["backbone"], ctx, self.name),
                             device=ctx.device, dtype=ctx.dtype)

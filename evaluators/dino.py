@@ -3,7 +3,7 @@
 DreamBooth's subject-fidelity metric (§4.1): the self-supervised ViT-S/16 separates same-class subjects
 better than CLIP. One sample per generated image (`"<item id>#<k>"`): the mean over the reference images of
 the cosine between CLS features (the last hidden state's CLS token, never the pooler), after DINO's eval
-transform (bicubic resize 256, centre crop 224, ImageNet normalisation). See `unifybench.models.dino`.
+transform (bicubic resize 256, centre crop 224, ImageNet normalisation). See `unifybench.models.encoders.dino`.
 
 Params:
   backbone     a local transformers ViT folder (facebook/dino-vits16 layout), or "tiny"; unset: the run's
@@ -24,8 +24,7 @@ from unifybench.evaluators.clip_image import check_common_params, clamped_concep
 
 def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
     """The DINO checkpoint: the `backbone` param, the run's `dino` model, or the tiny one in tiny runs."""
-    from unifybench.models.dino import tiny_dino_path
-    return resolve_weights(backbone, ctx, "dino", tiny_dino_path,
+    return resolve_weights(backbone, ctx, "dino",
                            "dino needs a local DINO ViT-S/16 checkpoint: pass --model dino=PATH (a transformers "
                            "folder in the facebook/dino-vits16 layout: config.json + model.safetensors), or run the "
                            "tiny preset; nothing is downloaded")
@@ -53,7 +52,7 @@ class Dino(Evaluator):
         self._cache_dir: Path | None = None
 
     def model(self, ctx: EvalContext):
-        from unifybench.models.dino import get_dino
+        from unifybench.models.encoders.dino import get_dino
         if self._dino is None:
             self._dino = get_dino(resolve_dino(self.params["backbone"], ctx), device=ctx.device, dtype=ctx.dtype)
             self._cache_dir = ctx.cache_dir

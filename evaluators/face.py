@@ -1,7 +1,7 @@
 """Face similarity: ArcFace cosine between the faces in generated images and in the concept's photos.
 
 insightface `FaceAnalysis` (detection + recognition only) on onnxruntime, with the model pack as a local
-folder (see `unifybench.models.face`). Per image: detect at an explicit `det_size`, pick one face
+folder (see `unifybench.models.encoders.face`). Per image: detect at an explicit `det_size`, pick one face
 (`face_select`), take its L2-normalised embedding. One sample per generated image (`"<item id>#<k>"`):
 the mean cosine between its face and every reference face. The concept value is the mean over generated
 images with a face, i.e. the mean over all (reference, generated) pairs that have faces.
@@ -136,10 +136,13 @@ class FaceSimilarity(Evaluator):
     # --- model ------------------------------------------------------------------------------------------
     def resolve_pack(self, ctx: EvalContext) -> tuple[Path, str]:
         """(pack folder, label recorded in results)."""
-        from unifybench.models.face import tiny_face_pack
-        pack, root = self.params["pack"], self.params["root"] or ctx.models.get("face")
-        if pack == "tiny" or (not root and ctx.tiny and not self._is_path(pack)):
-            return tiny_face_pack(ctx.cache_dir), "tiny"
+        from unifybench.models.weights import override, tiny_folder
+        explicit = override(ctx, "face")          # --model face= wins over every preset, "tiny" included
+        pack, root = self.params["pack"], explicit or self.params["root"]
+        if explicit and pack == "tiny":
+            pack = "antelopev2"
+        if not explicit and (pack == "tiny" or (not root and ctx.tiny and not self._is_path(pack))):
+            return tiny_folder("face", ctx.cache_dir), "tiny"
         if self._is_path(pack):
             return Path(pack).expanduser(), str(pack)
         if pack not in PACKS:
@@ -165,7 +168,7 @@ class FaceSimilarity(Evaluator):
         return isinstance(pack, str) and ("/" in pack or pack.startswith(".") or pack.startswith("~"))
 
     def model(self, ctx: EvalContext):
-        from unifybench.models.face import get_face_app
+        from unifybench.models.encoders.face import get_face_app
         if self._app is None:
             pack_dir, self._pack_label = self.resolve_pack(ctx)
             self._app = get_face_app(pack_dir, device=ctx.device, providers=self.params["providers"],

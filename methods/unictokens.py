@@ -174,10 +174,11 @@ class UniCTokens(SoftPromptMethod):
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
-        from unifybench.models.showo import ShowoBackbone
+        from unifybench.models.showo.backbone import ShowoBackbone
+        from unifybench.models.weights import showo_folders
         cfg = self.config
-        b = ShowoBackbone.from_setting(cfg.backbone, self.ctx.models, self.ctx.cache_dir, self.ctx.device,
-                                       torch_dtype(self.ctx.dtype), cfg.llm, cfg.vq)
+        b = ShowoBackbone.load(*showo_folders(cfg.backbone, self.ctx, cfg.llm, cfg.vq), device=self.ctx.device,
+                               dtype=torch_dtype(self.ctx.dtype))
         b.max_text_len = cfg.max_text_len
         self.backbone = b
         k, m_, n = cfg.num_shared, cfg.num_generation, cfg.num_perception
@@ -472,14 +473,15 @@ class UniCTokens(SoftPromptMethod):
         """insightface (antelopev2, det 640, largest face, raw embedding) through the face evaluator's loader."""
         import numpy as np
 
-        from unifybench.models.face import get_face_app, tiny_face_pack
-        root = self.ctx.models.get("face")
+        from unifybench.models.encoders.face import get_face_app
+        from unifybench.models.weights import is_tiny, override, tiny_folder
+        root = override(self.ctx, "face")
         if root:
             root = Path(root).expanduser()
             cands = [root / "models" / "antelopev2", root / "antelopev2", root]
             pack = next((c for c in cands if c.is_dir() and any(c.glob("*.onnx"))), None)
-        elif self.ctx.tiny or self.config.backbone == "tiny":
-            pack = tiny_face_pack(self.ctx.cache_dir)
+        elif self.ctx.tiny or is_tiny(self.config.backbone):
+            pack = tiny_folder("face", self.ctx.cache_dir)
         else:
             pack = Path("~/.insightface/models/antelopev2").expanduser()
         if pack is None or not pack.is_dir():

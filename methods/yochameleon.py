@@ -68,16 +68,11 @@ class YoChameleonConfig:
 
 
 def load_chameleon(ctx, backbone: str):
-    """The Chameleon/Anole backbone of a method setting: "tiny" (the random tiny model), else `--model
-    chameleon=PATH` or the setting itself (a folder or a hub id already in the local cache)."""
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.local import resolve_model_path
-    if backbone == "tiny":
-        from unifybench.models.tiny_chameleon import tiny_chameleon_path
-        path = tiny_chameleon_path(ctx.cache_dir / "tiny")
-    else:
-        path = resolve_model_path(ctx.models.get("chameleon") or backbone)
-    return ChameleonBackbone.load(path, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+    """The Chameleon/Anole backbone of a method setting, through the one weights resolver (`--model
+    chameleon=PATH`, else the setting: a folder, a cached hub id, or "tiny")."""
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.weights import resolve
+    return ChameleonBackbone.load(resolve("chameleon", backbone, ctx), device=ctx.device, dtype=torch_dtype(ctx.dtype))
 
 
 class ChameleonPrompting:
@@ -100,16 +95,16 @@ class ChameleonPrompting:
         return ids
 
     def _image_block(self, path: Path, flip: bool = False) -> list[int]:
+        from unifybench.models.chameleon.chat import image_block
         key = (str(path), flip)
         if key not in self._image_codes:
-            codes = self.backbone.encode_images([self.load_rgb(path, flip)])[0].tolist()
-            self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
+            self._image_codes[key] = image_block(self.backbone, self.load_rgb(path, flip))
         return self._image_codes[key]
 
     def _sample(self, human: list[int], answer: list[int], kind: str) -> Sample:
         """`<s> human <eot> answer <eot>`, loss on the answer and its closing end of turn."""
         b = self.backbone
-        prefix = [b.bos_id] + human + [b.eot_id]
+        prefix = b.chat_ids(None, [human])
         suffix = answer + [b.eot_id]
         return Sample(prefix + suffix, [False] * len(prefix) + [True] * len(suffix), kind)
 
@@ -133,14 +128,11 @@ class ChameleonPrompting:
 
     def _answer(self, item: Item) -> Prediction:
         b = self.backbone
-        human = self.personalized_prompt() + self._text(" " + item.prompt)
-        if item.image is not None:
-            human += self._image_block(item.image)
-        ids = torch.tensor([[b.bos_id] + human + [b.eot_id]], device=b.model.device)
+        parts = [self._text(" " + item.prompt)] + ([self._image_block(item.image)] if item.image is not None else [])
+        ids = torch.tensor([b.chat_ids(self.personalized_prompt(), parts)], device=b.model.device)
         out = b.generate_text(ids, max_new_tokens=self.config.max_new_tokens)
         # Drop the self-prompting tokens and any concept token before decoding the answer text.
-        skip = set(self.token_ids) | {b.eot_id, b.eos_id}
-        text = b.tokenizer.decode([t for t in out if t not in skip], skip_special_tokens=True).strip()
+        text = b.decode_answer(out, set(self.token_ids))
         return Prediction(item.id, item.concept, item.task, item.prompt, text=text)
 
     def _n_images(self, item: Item) -> int:
@@ -148,7 +140,7 @@ class ChameleonPrompting:
 
     def _generate(self, item: Item, n: int, out_dir: Path, advance) -> Prediction:
         b = self.backbone
-        prompt = [b.bos_id] + self.personalized_prompt() + self._text(" " + item.prompt) + [b.eot_id]
+        prompt = b.chat_ids(self.personalized_prompt(), [self._text(" " + item.prompt)])
         prompt += self._generation_prefix()  # e.g. Yo'Chameleon's answer starts with its generation tokens
         gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
         codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
@@ -264,8 +256,9 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import retrieval_clip
-            tiny = self.ctx.tiny or self.config.backbone == "tiny"
+            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.models.weights import is_tiny
+            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yochameleon",
                                         "rank soft positives")
         return self._clip

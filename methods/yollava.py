@@ -78,16 +78,17 @@ class YoLLaVA(SoftPromptMethod):
 
     # --- setup ---
     def setup(self) -> None:
-        from unifybench.models.llava import LlavaBackbone, llava_path
+        from unifybench.models.llava.backbone import LlavaBackbone
+        from unifybench.models.weights import is_tiny, override, resolve
         cfg = self.config
         if cfg.head_rows not in ("all", "identifier"):
             raise UserError(f"yollava: head_rows must be 'identifier' or 'all', not {cfg.head_rows!r}")
         if cfg.language_model not in ("any", "phi"):
             raise UserError(f"yollava: language_model must be 'any' or 'phi', not {cfg.language_model!r}")
-        if cfg.language_model == "phi" and not self.ctx.models.get("llava") and not cfg.backbone.startswith("tiny"):
+        if cfg.language_model == "phi" and not override(self.ctx, "llava") and not is_tiny(cfg.backbone):
             raise UserError("yollava preset phi needs a LLaVA checkpoint whose language model is Phi-1.5: "
                             "pass --model llava=PATH")
-        path = llava_path(cfg.backbone, self.ctx.models, self.ctx.cache_dir)
+        path = resolve("llava", cfg.backbone, self.ctx)
         dtype = torch_dtype(self.ctx.dtype)
         self.token_names = [cfg.identifier] + [cfg.latent_format.format(i) for i in range(cfg.num_tokens)]
         self.backbone = LlavaBackbone.load(path, device=self.ctx.device, dtype=dtype, new_tokens=self.token_names,
@@ -119,7 +120,7 @@ class YoLLaVA(SoftPromptMethod):
         return f"{self.personalized_prompt()} {question.replace(PLACEHOLDER, self.token_names[0])}"
 
     def prompt_ids(self, question: str, with_image: bool) -> list[int]:
-        from unifybench.models.llava import SYSTEM
+        from unifybench.models.llava.backbone import SYSTEM
         return self.backbone.prompt_ids(self._user(question), n_images=int(with_image),
                                         system=SYSTEM if self.config.system_prompt else None)
 
@@ -180,8 +181,9 @@ class YoLLaVA(SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.clip import retrieval_clip
-            tiny = self.ctx.tiny or self.config.backbone.startswith("tiny")
+            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.models.weights import is_tiny
+            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yollava", "rank hard negatives")
         return self._clip
 

@@ -1,7 +1,5 @@
 """The forgetting stage: base vs personalized models, both conditions, resume, and the report's differences."""
 import json
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +12,6 @@ from unifybench.evaluators.forgetting.pope import POPE
 from unifybench.forgetting import difference, forgetting_report, forgetting_table, run_forgetting
 from unifybench.runner import RunSpec
 
-sys.path.insert(0, str(Path(__file__).parent))
 from forgetting_fixture import write_mmbench, write_mmlu, write_pope  # noqa: E402
 
 
@@ -63,8 +60,8 @@ def test_differences_and_table():
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    from unifybench.models.chameleon import ChameleonBackbone
-    from unifybench.models.tiny_chameleon import tiny_chameleon_path
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
     return ChameleonBackbone.load(tiny_chameleon_path(tmp_path_factory.mktemp("tiny")), require_decoder=False)
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import FakeJudge  # noqa: E402
 
 from unifybench.data.schema import KNOWLEDGE_GEN, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction  # noqa: E402

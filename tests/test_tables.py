@@ -13,8 +13,7 @@ import pytest
 from unifybench import tables
 from unifybench.cli import main as cli_main
 from unifybench.resultsfile import load_results
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from shared_data import require_papers
 
 
 def write_results(folder: Path, method: str, preset: str, metrics: dict, tiny: bool = False,
@@ -68,7 +67,6 @@ def test_every_spec_and_reported_file_loads_and_agrees():
             assert rep.source_of(r["id"], next(iter(rep.columns))).startswith(rep.source["paper"])
 
 
-@pytest.mark.skipif(not (SHARED / "papers").is_dir(), reason="../shared/papers not present")
 def test_spec_rows_and_columns_name_what_the_registry_has():
     """A row matches runs only if its method and preset exist: a typo would silently leave the row empty."""
     from unifybench.registry import EVALUATORS, get_runnable
@@ -112,9 +110,10 @@ def test_reported_values_equal_the_paper_text():
     def norm(s: str) -> str:
         s = s.replace("$", "").replace("\\sim ", "~").replace("\\ ", " ")
         return re.sub(r"\s+", " ", s).strip()
+    shared = require_papers()
     for path in sorted((tables.leaderboards_dir() / "reported").glob("*.json")):
         rep = tables.load_reported(path)
-        lines = (SHARED / rep.source["file"]).read_text(encoding="utf-8").splitlines()
+        lines = (shared / rep.source["file"]).read_text(encoding="utf-8").splitlines()
         for r in rep.rows.values():
             cells = [norm(c) for c in lines[r["line"] - 1].split("\t")]
             assert r["row"] in cells, f"{path.name}: row {r['row']!r} not on line {r['line']}"

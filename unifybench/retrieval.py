@@ -35,7 +35,7 @@ def list_pool(pool: str | Path) -> list[Path]:
 
 def rank_pool(clip_model, query_images: list[Path], pool: list[Path], cache_dir: Path | None) -> list[tuple[Path, float]]:
     """Pool images with their cosine to the mean of the L2-normalised query embeddings, most similar first."""
-    from unifybench.models.clip import embed_images_cached
+    from unifybench.models.encoders.clip import embed_images_cached
     if not query_images or not pool:
         return []
     q = torch.nn.functional.normalize(embed_images_cached(clip_model, query_images, cache_dir).float(), dim=-1)

@@ -10,13 +10,11 @@ soft-prompt checkpoint can only change an output if a retrained output-head row 
 ``evaluate_model`` returns ``{"value", "n", "n_failed", ...metrics, "samples": [...]}``; the hook moves
 ``samples`` to ``<run>/forgetting/samples/...jsonl`` and keeps the rest.
 
-Backbones are duck-typed. Loglikelihood (MMLU) needs ``forward_hidden(ids, attention_mask)``,
-``logits(hidden)``, ``encode_text(text)`` and ``bos_id``; generation (POPE, MMBench, the Yo'Chameleon
-replica) additionally needs ``generate_text``, ``encode_images``, ``boi_id``/``eoi_id``/``eot_id`` and a
-``tokenizer`` (:class:`unifybench.models.chameleon.ChameleonBackbone` has all of them). A backbone whose
-questions are not Chameleon's interleaved `<s> text <img> <eot>` (Show-o's image-first MMU format) builds
-them itself with ``chat_ids(prefix_ids, parts)`` and decodes with ``decode_text(ids)``. A backbone without
-what it needs gets a one-line UserError naming what is missing.
+Backbones follow the declared contract (:class:`unifybench.models.contract.Backbone`): loglikelihood
+(MMLU) needs ``has_hidden`` (``forward_hidden``, ``logits``); generation (POPE, MMBench, the Yo'Chameleon
+replica) asks the family's chat adapter for the question (``chat_ids(prefix_ids, parts)``), generates with
+``generate_text`` and decodes with ``decode_answer``. A backbone without what it needs gets a one-line
+UserError naming what is missing.
 """
 from __future__ import annotations
 
@@ -35,13 +33,6 @@ def set_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def require(backbone, *names: str, what: str) -> None:
-    missing = [n for n in names if not hasattr(backbone, n)]
-    if missing:
-        raise UserError(f"{what} needs a backbone with {', '.join(missing)}; "
-                        f"{type(backbone).__name__} has none (no adapter for this model yet)")
 
 
 def data_root(evaluator: str, param: str | None, env_var: str, hint: str) -> Path:
@@ -84,40 +75,18 @@ class ModelEvaluator(Evaluator):
 # ------------------------------------------------------------------------------ generation helpers
 
 def build_prompt(backbone, prefix_ids: list[int] | None, parts: list) -> list[int]:
-    """`<s> [prefix] part... <eot>`: a str part is encoded as text, any other part is an image (PIL) block.
-
-    With a prefix, a text part that comes first gets a leading space (as the methods write
-    `<personalized prompt> <question>`); an image right after the prefix needs none. A backbone with its own
-    question format (`chat_ids`) builds it.
-    """
-    if hasattr(backbone, "chat_ids"):
-        return backbone.chat_ids(prefix_ids, parts)
-    ids = [backbone.bos_id]
-    if prefix_ids:
-        ids += list(prefix_ids)
-    for n, part in enumerate(parts):
-        if isinstance(part, str):
-            text = (" " + part) if (n == 0 and prefix_ids and not part.startswith(" ")) else part
-            ids += backbone.encode_text(text)
-        else:
-            ids += [backbone.boi_id] + backbone.encode_images([part])[0].tolist() + [backbone.eoi_id]
-    return ids + [backbone.eot_id]
+    """The question in the family's chat format (its chat adapter, `chat_ids`)."""
+    return backbone.chat_ids(prefix_ids, parts)
 
 
 def decode_answer(backbone, ids: list[int], skip: set[int] | None = None) -> str:
-    drop = set(skip or ()) | {backbone.eot_id, getattr(backbone, "eos_id", None)}
-    kept = [t for t in ids if t not in drop]
-    if hasattr(backbone, "decode_text"):   # ids past the tokenizer (image codes, concept tokens) are dropped there
-        return backbone.decode_text(kept).strip()
-    return backbone.tokenizer.decode(kept, skip_special_tokens=True).strip()
+    return backbone.decode_answer(ids, set(skip or ()))
 
 
 def answer_text(backbone, prefix_ids: list[int] | None, parts: list, max_new_tokens: int,
                 skip: set[int] | None = None) -> str:
     """Greedy text-only answer to `parts` (text and images), decoded without special tokens."""
     import torch
-    require(backbone, "generate_text", "encode_images", "encode_text", "boi_id", "eoi_id", "eot_id", "tokenizer",
-            what="a generative forgetting evaluator")
     ids = build_prompt(backbone, prefix_ids, parts)
     out = backbone.generate_text(torch.tensor([ids]), max_new_tokens=max_new_tokens)
     return decode_answer(backbone, out, set(prefix_ids or ()) | set(skip or ()))

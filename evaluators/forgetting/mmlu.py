@@ -37,7 +37,8 @@ from typing import Any
 
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext
-from unifybench.evaluators.forgetting.base import ModelEvaluator, data_root, require, set_offline
+from unifybench.evaluators.forgetting.base import ModelEvaluator, data_root, set_offline
+from unifybench.models.contract import require
 
 SPLITS = ("test", "validation", "dev")
 SKIP = {"all", "auxiliary_train"}
@@ -100,7 +101,7 @@ def backbone_lm(backbone, prefix_ids: list[int] | None, batch_size: int = 8, mas
     import torch
     from lm_eval.api.model import TemplateLM
 
-    require(backbone, "forward_hidden", "logits", "encode_text", "bos_id", what="MMLU through lm-eval")
+    require(backbone, "has_hidden", what="MMLU through lm-eval")
 
     class BackboneLM(TemplateLM):
         backend = "causal"
@@ -110,20 +111,20 @@ def backbone_lm(backbone, prefix_ids: list[int] | None, batch_size: int = 8, mas
             self.backbone = backbone
             self.prefix_ids = list(prefix_ids or [])
             self.batch_size = int(batch_size)
-            self.pad_id = getattr(backbone, "pad_id", None)
+            self.pad_id = backbone.pad_id
             if self.pad_id is None:
                 self.pad_id = backbone.bos_id
             banned = []
             if mask_image_tokens:
-                ids = getattr(backbone, "image_token_ids", None)
+                ids = backbone.image_token_ids
                 if ids is not None:
-                    banned = [int(i) for i in ids.tolist()] + [int(getattr(backbone, n)) for n in ("boi_id", "eoi_id")
-                                                               if getattr(backbone, n, None) is not None]
+                    banned = [int(i) for i in ids.tolist()] + [int(i) for i in (backbone.boi_id, backbone.eoi_id)
+                                                               if i is not None]
             self.banned = torch.tensor(sorted(set(banned)), dtype=torch.long)
 
         @property
         def eot_token_id(self) -> int:
-            return int(getattr(backbone, "eos_id", backbone.bos_id))
+            return int(backbone.eos_id if backbone.eos_id is not None else backbone.bos_id)
 
         @property
         def prefix_token_id(self) -> int:
@@ -149,7 +150,7 @@ def backbone_lm(backbone, prefix_ids: list[int] | None, batch_size: int = 8, mas
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
             results: list[tuple[float, bool] | None] = [None] * len(requests)
             order = sorted(range(len(requests)), key=lambda i: -len(self.full_ids(requests[i][1], requests[i][2])))
-            device = getattr(backbone, "device", "cpu")
+            device = backbone.device
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 seqs = [self.full_ids(requests[i][1], requests[i][2])[:-1] for i in chunk]
@@ -186,9 +187,11 @@ def backbone_lm(backbone, prefix_ids: list[int] | None, batch_size: int = 8, mas
 
 def make_lm(backbone, prefix_ids: list[int] | None, params: dict) -> tuple[Any, str | None]:
     """(lm, system_instruction): BackboneLM for backbones with forward_hidden, HFLM for causal LMs."""
-    if hasattr(backbone, "forward_hidden"):
+    if backbone.has_hidden:
         return backbone_lm(backbone, prefix_ids, params["batch_size"], params["mask_image_tokens"]), None
-    require(backbone, "model", "tokenizer", what="MMLU through lm-eval (HFLM)")
+    if backbone.model is None or backbone.tokenizer is None:
+        raise UserError(f"MMLU through lm-eval (HFLM) needs a backbone with a model and a tokenizer; "
+                        f"{type(backbone).__name__} has none (no adapter for this model yet)")
     from lm_eval.models.huggingface import HFLM
     lm = HFLM(pretrained=backbone.model, tokenizer=backbone.tokenizer, backend="causal",
               batch_size=params["batch_size"])

@@ -26,7 +26,8 @@ from typing import Any
 
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext
-from unifybench.evaluators.forgetting.base import ModelEvaluator, build_prompt, data_root, decode_answer, require
+from unifybench.evaluators.forgetting.base import ModelEvaluator, build_prompt, data_root, decode_answer
+from unifybench.models.contract import require
 from unifybench.evaluators.forgetting.mmlu import find_subjects
 
 
@@ -86,18 +87,17 @@ class YoChameleonMMLU(ModelEvaluator):
     def evaluate_model(self, backbone, prefix_ids: list[int] | None, ctx: EvalContext) -> dict[str, Any]:
         import torch
         from unifybench.environment import derive_seed
-        from unifybench.models.chameleon import sample_next
+        from unifybench.models.chameleon.backbone import sample_next
 
-        require(backbone, "forward_hidden", "logits", "encode_text", "tokenizer", "eot_id", "bos_id",
-                what=self.name)
+        require(backbone, "has_hidden", what=self.name)
         records = read_records(self.files())
         if int(self.params["limit"] or 0):
             records = records[:int(self.params["limit"])]
         banned = []
-        if getattr(backbone, "image_token_ids", None) is not None:
+        if backbone.image_token_ids is not None:
             banned = backbone.image_token_ids.tolist() + [backbone.boi_id, backbone.eoi_id]
         banned_t = torch.tensor(banned, dtype=torch.long)
-        stop = {getattr(backbone, "eos_id", None)} | ({backbone.eot_id} if self.params["stop_at_eot"] else set())
+        stop = {backbone.eos_id} | ({backbone.eot_id} if self.params["stop_at_eot"] else set())
         samples = []
         for n, rec in enumerate(records):
             text = str(rec["question"]).strip() + " " + options_text(rec["choices"])
@@ -105,7 +105,7 @@ class YoChameleonMMLU(ModelEvaluator):
             gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, str(n)))
             new: list[int] = []
             with torch.no_grad():
-                step, past = torch.tensor([ids], device=getattr(backbone, "device", "cpu")), None
+                step, past = torch.tensor([ids], device=backbone.device), None
                 for _ in range(int(self.params["max_new_tokens"])):
                     hidden, past = backbone.forward_hidden(step, past_key_values=past, use_cache=True)
                     scores = backbone.logits(hidden[:, -1]).float()

@@ -149,7 +149,8 @@ def attach(backbone, tokens: ConceptTokens) -> None:
 
 def detach(backbone) -> None:
     """Restore the base modules (a no-op when nothing is attached, or for a backbone that takes no tokens)."""
-    if not hasattr(backbone, "input_embeddings"):
+    from unifybench.models.contract import Backbone
+    if not isinstance(backbone, Backbone) or not backbone.takes_concept_tokens:
         return
     emb, head = backbone.input_embeddings(), backbone.output_head()
     if isinstance(emb, SplicedEmbedding):

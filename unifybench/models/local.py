@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from unifybench.errors import UserError
+from unifybench.models.contract import Backbone
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "namespace/name"
 
@@ -95,7 +96,25 @@ def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str,
     return local, model, processor, info
 
 
-class TransformersBackbone:
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint: the index's shards if there is an index, else all *.safetensors."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise UserError(f"{index}: malformed safetensors index ({e})") from e
+        return [path / name for name in sorted(set(weight_map.values()))]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{path}: no safetensors weight files found")
+    return files
+
+
+class TransformersBackbone(Backbone):
     """What every backbone loaded through `load_pretrained` holds: the frozen model, its processor and
     tokenizer, the folder it came from (whose safetensors files are hashed into results), device and dtype."""
 
@@ -108,5 +127,4 @@ class TransformersBackbone:
         self.dtype = dtype
 
     def weight_files(self) -> list[Path]:
-        from unifybench.models.vqgan import checkpoint_files
         return checkpoint_files(self.path)

@@ -33,3 +33,9 @@ def build_once(dest: Path, build: Callable[[Path], None], complete: Callable[[Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def tiny_root(cache_dir: Path | None = None) -> Path:
+    """Where every tiny builder puts its folder: `<cache_dir>/tiny/` (the run's cache; default
+    `~/.cache/unifybench`). The one convention for every family and encoder."""
+    return (Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench") / "tiny"

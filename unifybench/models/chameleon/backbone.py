@@ -1,0 +1,243 @@
+"""Chameleon/Anole backbone: stock transformers for understanding, our own decoding loop and VQGAN decoder.
+
+Stock transformers (5.x) loads `ChameleonForConditionalGeneration` but cannot generate images: its `forward`
+sets every image-code logit to the dtype minimum, and its VQ model has no decoder. So this wrapper
+- runs the inner decoder (`model.model`) directly and applies the output head itself, unmasked;
+- implements Anole's image-only decoding (begin-of-image, exactly `image_seq_length` image codes sampled
+  with temperature / top-k / top-p from a caller-owned `torch.Generator`, end-of-image) and a greedy
+  text-only mode (image tokens forbidden);
+- decodes image codes with `VQGANDecoder`, whose weights sit in Anole checkpoints beside the encoder.
+Nothing is ever downloaded: models come from a local directory or the user's existing HF cache.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from unifybench.errors import UserError
+from unifybench.models.local import TransformersBackbone, load_pretrained
+from unifybench.models.chameleon.vqgan import VQGANDecoder
+
+log = logging.getLogger(__name__)
+
+
+# --- sampling ---------------------------------------------------------------------------------------------
+
+def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int = 50,
+                top_p: float = 1.0) -> torch.Tensor:
+    """One token index per row of `scores` [B, V]: temperature, then top-k, then top-p, then multinomial.
+
+    The draw runs on the generator's device, so a CPU generator gives reproducible seeds on any device.
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 for sampling")
+    scores = scores.float() / temperature
+    if 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = scores.sort(dim=-1)  # ascending: drop the low tail whose total mass is <= 1 - top_p
+        drop = ordered.softmax(-1).cumsum(-1) <= 1.0 - top_p
+        drop[..., -1] = False  # always keep the most likely token
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = scores.softmax(-1).to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(scores.device)
+
+
+# --- the backbone -----------------------------------------------------------------------------------------
+
+class ChameleonBackbone(TransformersBackbone):
+    """A loaded Chameleon/Anole model (frozen) plus the ids and decoding modes the methods need."""
+
+    can_draw = has_hidden = takes_concept_tokens = True
+
+    def chat_ids(self, prefix_ids: list[int] | None, parts: list) -> list[int]:
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
+
+    def __init__(self, model, processor, path: Path, device: torch.device, dtype: torch.dtype):
+        super().__init__(model, processor, path, device, dtype)
+        config = model.config
+        self.hidden_size = config.hidden_size
+        self.vocab_size = config.vocab_size
+        self.image_seq_length = int(processor.image_seq_length)
+        vq = config.vq_config
+        self.latent_grid = vq.resolution // 2 ** (len(vq.channel_multiplier) - 1)
+        if self.latent_grid ** 2 != self.image_seq_length:
+            raise UserError(f"{self.path}: processor image_seq_length {self.image_seq_length} does not match the "
+                            f"VQ latent grid {self.latent_grid}x{self.latent_grid}")
+
+        self._vocab = self.tokenizer.get_vocab()
+        tok = self.tokenizer
+        self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else config.bos_token_id
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else config.pad_token_id
+        if tok.sep_token is None:
+            raise UserError(f"{self.path}: tokenizer has no sep token (Chameleon's end of turn, <reserved08706>)")
+        self.eot_id = self.token_id(tok.sep_token)
+        self.boi_id = self.token_id(processor.image_start_token)
+        self.eoi_id = self.token_id(processor.image_end_token)
+
+        # Image codes come from the config's vocabulary map (names "IMGIMG<letters>Z"), via transformers' mapping.
+        mapping = model.model.vocabulary_mapping
+        bpe2code = mapping.bpe2img
+        if not bpe2code or max(bpe2code.values()) >= vq.num_embeddings:
+            raise UserError(f"{self.path}: the vocabulary map's image tokens do not fit the {vq.num_embeddings}-code "
+                            f"VQ codebook")
+        self.image_token_ids = torch.tensor(sorted(bpe2code), dtype=torch.long, device=device)
+        lookup = torch.full((self.vocab_size,), -1, dtype=torch.long)
+        lookup[torch.tensor(list(bpe2code))] = torch.tensor(list(bpe2code.values()))
+        self._bpe_to_code = lookup.to(device)
+        # Text-only mode may not start, continue or close an image.
+        self._text_banned = torch.cat([self.image_token_ids,
+                                       torch.tensor([self.boi_id, self.eoi_id], device=device)])
+        self._decoder: VQGANDecoder | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             require_decoder: bool = True) -> "ChameleonBackbone":
+        """Load from a local directory or a cached hub id. `require_decoder=False` defers the VQGAN decoder
+        check to the first `decode_images` call (for understanding-only checkpoints such as chameleon-7b)."""
+        from transformers import ChameleonForConditionalGeneration, ChameleonProcessor
+
+        local, model, processor, info = load_pretrained(path, ChameleonForConditionalGeneration, ChameleonProcessor,
+                                                        "chameleon", "Chameleon", device, dtype)
+        others = [k for k in info["unexpected_keys"] if "vqmodel.decoder." not in k]
+        if others:  # the VQGAN decoder is expected to be unknown to transformers; anything else is worth a note
+            log.warning("%s: %d checkpoint tensors unused by transformers (e.g. %s)", local, len(others), others[0])
+
+        backbone = cls(model, processor, local, torch.device(device), dtype)
+        if require_decoder:
+            backbone.decoder  # noqa: B018 - load now so a checkpoint without a decoder fails at load time
+        return backbone
+
+    # --- tokens ---
+    def token_id(self, name: str) -> int:
+        if name not in self._vocab:
+            raise UserError(f"token {name!r} is not in the tokenizer of {self.path}")
+        return int(self._vocab[name])
+
+    def encode_text(self, text: str, add_bos: bool = False) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ([self.bos_id] if add_bos else []) + list(ids)
+
+    # --- modules that concept tokens replace ---
+    def input_embeddings(self):
+        return self.model.model.embed_tokens
+
+    def set_input_embeddings(self, module) -> None:
+        self.model.model.embed_tokens = module
+
+    def output_head(self):
+        return self.model.lm_head
+
+    def set_output_head(self, module) -> None:
+        self.model.lm_head = module
+
+    # --- forward ---
+    def forward_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                       past_key_values=None, use_cache: bool = False):
+        """Last hidden states [B, T, H] and the KV cache, from the inner decoder (no image-logit masking)."""
+        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask,
+                               past_key_values=past_key_values, use_cache=use_cache)
+        return out.last_hidden_state, out.past_key_values
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)
+
+    # --- decoding modes ---
+    @torch.no_grad()
+    def generate_text(self, input_ids: torch.Tensor, max_new_tokens: int = 30) -> list[int]:
+        """Greedy text-only continuation of one sequence [1, T]; returns the new ids without the stop token."""
+        ids = input_ids.to(self.device)
+        if ids.dim() == 1:
+            ids = ids[None]
+        if ids.shape[0] != 1:
+            raise ValueError("generate_text decodes one sequence; got batch size %d" % ids.shape[0])
+        stop = {self.eot_id, self.eos_id}
+        new: list[int] = []
+        past, step = None, ids
+        for _ in range(max_new_tokens):
+            hidden, past = self.forward_hidden(step, past_key_values=past, use_cache=True)
+            scores = self.logits(hidden[:, -1]).float()
+            scores[:, self._text_banned] = float("-inf")
+            token = int(scores.argmax(-1))
+            if token in stop:
+                break
+            new.append(token)
+            step = torch.tensor([[token]], device=self.device)
+        return new
+
+    @torch.no_grad()
+    def generate_images(self, prompt_ids: list[int], n: int, generator: torch.Generator, temperature: float = 1.0,
+                        top_k: int = 50, top_p: float = 1.0, batch_size: int = 8) -> torch.Tensor:
+        """Anole image-only decoding: prompt + begin-of-image, then exactly `image_seq_length` image codes.
+
+        Returns BPE ids [n, image_seq_length] on the CPU (begin/end-of-image not included). The random stream
+        depends on (generator state, n, batch_size), so the same seed and batch size reproduce bit-for-bit.
+        """
+        prompt = torch.tensor(list(prompt_ids) + [self.boi_id], dtype=torch.long, device=self.device)
+        allowed = self.image_token_ids
+        batches = []
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            hidden, past = self.forward_hidden(prompt.expand(b, -1), use_cache=True)
+            codes = []
+            for i in range(self.image_seq_length):
+                scores = self.logits(hidden[:, -1])[:, allowed]  # only image codes are candidates
+                token = allowed[sample_next(scores, generator, temperature, top_k, top_p)]
+                codes.append(token)
+                if i + 1 < self.image_seq_length:  # the end-of-image token is implied, not decoded
+                    hidden, past = self.forward_hidden(token[:, None], past_key_values=past, use_cache=True)
+            batches.append(torch.stack(codes, dim=1).cpu())
+        if not batches:
+            return torch.empty(0, self.image_seq_length, dtype=torch.long)
+        return torch.cat(batches)
+
+    # --- images <-> tokens ---
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """BPE ids [B, image_seq_length] of the images, with the processor's resize/crop/normalisation."""
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        ids = self.model.model.get_image_tokens(pixels.to(self.device, self.dtype))
+        return ids.long()
+
+    @property
+    def decoder(self) -> VQGANDecoder:
+        if self._decoder is None:
+            decoder = VQGANDecoder.from_checkpoint(self.path, self.model.config.vq_config)
+            self._decoder = decoder.to(self.device, self.dtype).eval().requires_grad_(False)
+        return self._decoder
+
+    @torch.no_grad()
+    def decode_images(self, bpe_ids: torch.Tensor, chunk_size: int = 8) -> list[Image.Image]:
+        """Image-code BPE ids [B, image_seq_length] -> RGB images (the VQ resolution, e.g. 512x512 for Anole)."""
+        ids = torch.as_tensor(bpe_ids).to(self.device).long()
+        if ids.dim() != 2 or ids.shape[1] != self.image_seq_length:
+            raise ValueError(f"expected ids of shape [B, {self.image_seq_length}], got {tuple(ids.shape)}")
+        codes = self._bpe_to_code[ids]
+        if bool((codes < 0).any()):
+            raise ValueError("decode_images got ids that are not image-code tokens")
+        codebook = self.model.model.vqmodel.quantize.embedding
+        g = self.latent_grid
+        images: list[Image.Image] = []
+        for chunk in codes.split(chunk_size):
+            quant = codebook(chunk).view(chunk.shape[0], g, g, -1).permute(0, 3, 1, 2).contiguous()
+            pixels = self.decoder(quant.to(self.dtype)).float()
+            images.extend(self._to_pil(p) for p in pixels)
+        return images
+
+    def _to_pil(self, pixels: torch.Tensor) -> Image.Image:
+        # Invert the image processor's normalisation (Chameleon: x / 128 - 1 -> ~[-1, 1]) back to 0..255.
+        ip = self.processor.image_processor
+        x = pixels
+        if getattr(ip, "do_normalize", False):
+            std = torch.tensor(ip.image_std, device=x.device).view(-1, 1, 1)
+            mean = torch.tensor(ip.image_mean, device=x.device).view(-1, 1, 1)
+            x = x * std + mean
+        x = x / ip.rescale_factor if getattr(ip, "do_rescale", False) else (x + 1) * 127.5
+        array = x.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(array)  # uint8 HxWx3 -> RGB

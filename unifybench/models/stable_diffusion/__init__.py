@@ -1,0 +1,2 @@
+"""Stable Diffusion (diffusers): the pipeline loader and the tiny random checkpoint (imported by
+`unifybench.models.weights` only)."""
