@@ -48,7 +48,7 @@ def _picture(seed: int, side: int) -> Image.Image:
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
-def write_benchmark(root: Path, n_concepts: int, n_prompts: int, side: int = 64) -> None:
+def write_benchmark(root: Path, n_concepts: int, n_prompts: int, n_random: int = 100, side: int = 64) -> None:
     """The UnifyBench folder layout with the real per-concept item counts (texts are synthetic)."""
     names = [f"c{i:02d}" for i in range(n_concepts)]
     (root / "concept" / "train").mkdir(parents=True)
@@ -74,7 +74,7 @@ def write_benchmark(root: Path, n_concepts: int, n_prompts: int, side: int = 64)
         (test / "t2i_conditions.json").write_text(json.dumps(
             {"personalized_driven_generation": [f"A photo of <{name}> showing fact {j}." for j in range(5)]}))
     (root / "random_images").mkdir()
-    for i in range(100):
+    for i in range(n_random):
         _picture(900_000 + i, side).save(root / "random_images" / f"{i}.png")
     prompts = {t: [f"a <sks> in scene {i}" for i in range(n_prompts)] for t in ("object", "live_subject")}
     (root / "prompts_to_eval.json").write_text(json.dumps(prompts))
@@ -152,7 +152,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
 
     data, pool = work / f"data-{n_concepts}", work / f"pool-{pool_size}"
     if not data.exists():
-        write_benchmark(data, n_concepts, args.prompts)
+        write_benchmark(data, n_concepts, args.prompts, args.random)
     if not pool.exists():
         t = time.perf_counter()
         write_pool(pool, pool_size)
@@ -177,7 +177,8 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     for name in evaluator_names:
         wrap(EVALUATORS.get(name), "score", f"eval {name}")
     overrides = dict(backbone="tiny", pool=str(pool), epochs=args.epochs, n_soft_positives=args.soft,
-                     n_hard_negatives=100, n_random_negatives=100, n_recognition_positives=200, n_real_generation=67,
+                     n_hard_negatives=args.hard, n_random_negatives=args.random, n_recognition_positives=args.positives,
+                     n_real_generation=args.real_gen,
                      n_train_images=5, gen_prompts_limit=0, images_per_prompt=0, max_new_tokens=args.max_new_tokens,
                      lr=1e-3)
     spec = runner.RunSpec(method="yochameleon", benchmark="unifybench", data_root=str(data), overrides=overrides,
@@ -240,12 +241,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--soft", type=int, default=1000, help="soft positives per concept")
     ap.add_argument("--prompts", type=int, default=100, help="generation prompts per concept (x 4 images)")
     ap.add_argument("--max-new-tokens", type=int, default=30)
-    ap.add_argument("--quick", action="store_true", help="2 concepts, a 60-image pool, 1 epoch, 2 prompts")
+    ap.add_argument("--random", type=int, default=100, help="random images (easy negatives) of the benchmark")
+    ap.add_argument("--hard", type=int, default=100, help="hard negatives per concept")
+    ap.add_argument("--positives", type=int, default=200, help="recognition positives per concept")
+    ap.add_argument("--real-gen", type=int, default=67, help="real photos as generation targets")
+    ap.add_argument("--quick", action="store_true", help="1-2 concepts, 20-40 pool images, small counts (a test)")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.concepts, args.pool, args.epochs, args.soft, args.prompts, args.max_new_tokens = "1,2", "30,60", 1, 8, 2, 4
+        args.concepts, args.pool, args.epochs, args.soft, args.prompts, args.max_new_tokens = "1,2", "20,40", 1, 4, 1, 2
+        args.random, args.hard, args.positives, args.real_gen = 4, 2, 4, 2
     import torch
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.work_dir))

@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,27 @@ def run(spec: RunSpec) -> dict:
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
                         for role, p in sorted(method.model_files().items())}
         data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
-        mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
-        with maybe_task(progress, "concepts", len(mine)) as advance:
-            for concept in mine:
+        # A work queue over the output folder: every rank claims the next unfinished concept, so no rank
+        # idles while units remain. Units are seeded by concept name: who runs one never changes it.
+        from unifybench import workqueue
+        if rank == 0:
+            workqueue.write_launch(out, workqueue.new_launch_id())
+        distributed.barrier()
+        queue = workqueue.WorkQueue(out, workqueue.read_launch(out), rank)
+        host = os.uname().nodename
+        with maybe_task(progress, "concepts", len(concepts)) as advance:
+            for concept in concepts:
                 items = [i for i in benchmark.items(concept) if i.task in wanted]
                 key = canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                       "seed": spec.seed, "items": [i.id for i in items],
                                       "version": unifybench.__version__})
-                _run_unit(method, benchmark, concept, items, out, key, spec)
+                if _unit_finished(out, concept, key, spec) or not queue.claim(concept.name):
+                    advance()
+                    continue
+                t0 = time.perf_counter()
+                _run_unit(method, benchmark, concept, items, out, key, spec,
+                          {"rank": rank, "world_size": world, "device": spec.device, "host": host,
+                           "launch": queue.launch, "t0": t0})
                 advance()
         distributed.barrier()
         if rank != 0:
@@ -179,6 +193,7 @@ def run(spec: RunSpec) -> dict:
                    "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
                    "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
         "models": model_hashes,
+        "execution": _execution(out, concepts, world),
         "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
         "results": {benchmark.name: results},
         **({"forgetting": forgetting} if forgetting else {}),
@@ -227,8 +242,26 @@ def _finished(marker: Path, key: str) -> bool:
         return False
 
 
+def _unit_finished(out: Path, concept: Concept, key: str, spec: RunSpec) -> bool:
+    cdir = out / "concepts" / concept.name
+    return spec.resume and _finished(cdir / "unit.json", key) and (cdir / "predictions.jsonl").exists()
+
+
+def _execution(out: Path, concepts: list[Concept], world: int) -> dict:
+    """Where and how long each unit ran (from its marker): world size, rank, device, host, wall seconds."""
+    units = {}
+    for c in concepts:
+        try:
+            marker = json.loads((out / "concepts" / c.name / "unit.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        units[c.name] = {k: marker[k] for k in ("rank", "world_size", "device", "host", "seconds", "launch")
+                         if k in marker}
+    return {"world_size": world, "units": units}
+
+
 def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
-              spec: RunSpec) -> None:
+              spec: RunSpec, run_info: dict | None = None) -> None:
     """Fit, then predict, one concept; each stage is skipped when it finished with the same key.
 
     A stage's marker is written last, after its outputs, so a crash inside a stage redoes only it.
@@ -250,7 +283,10 @@ def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path,
     env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
     preds = [_relative(p, out) for p in method.predict(concept, items, cdir)]
     write_jsonl(cdir / "predictions.jsonl", [p.to_json() for p in preds])
-    write_json(predict_done, {"key": key, "concept": concept.name})
+    info = dict(run_info or {})
+    if "t0" in info:
+        info["seconds"] = round(time.perf_counter() - info.pop("t0"), 3)
+    write_json(predict_done, {"key": key, "concept": concept.name, **info})
 
 
 def _relative(p: Prediction, out: Path) -> Prediction:
