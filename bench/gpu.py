@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -33,11 +32,7 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from real_geometry import RandomChameleon, random_showo, sync  # noqa: E402
-
-# Spec HBM bandwidth (bytes/s) by device name, printed beside the measured copy bandwidth.
-SPEC_BANDWIDTH = {"H200": 4.8e12, "H100 SXM": 3.35e12, "H100 NVL": 3.9e12, "H100 PCIe": 2.0e12, "H100": 3.35e12,
-                  "A100-SXM4-80GB": 2.04e12, "A100": 1.56e12}
+from real_geometry import RandomChameleon, random_showo  # noqa: E402
 
 FULL = dict(layers=32, geometry={}, train_batch=4, train_codes=1024, train_steps=3, gen_batches=(1, 16, 64),
             gen_tokens=1024, showo_layers=24, showo_hidden=None, showo_vq_tokens=1024, showo_real_vq=True,
@@ -55,70 +50,18 @@ def section_concept_tokens(dev, dtype, s) -> dict:
     b = RandomChameleon.build(s["layers"], device=dev, dtype=dtype, **s["geometry"])
     ids = list(range(16200, 16233))
     r = compare_steps(b, image_batch(b, ids, s["train_batch"], s["train_codes"]), s["train_steps"], ids)
-    r["weights_bytes"] = b.weight_bytes()
+    from chameleon_generation import weight_bytes
+    r["weights_bytes"] = weight_bytes(b)
     del b
     return r
 
 
-def measured_bandwidth(dev, n_bytes: int) -> float:
-    """Device-to-device copy bandwidth (read + write bytes per second), median of 5."""
-    x = torch.empty(n_bytes // 2, dtype=torch.int16, device=dev)
-    y = torch.empty_like(x)
-    times = []
-    for _ in range(6):
-        sync(dev)
-        t = time.perf_counter()
-        y.copy_(x)
-        sync(dev)
-        times.append(time.perf_counter() - t)
-    del x, y
-    return 2 * n_bytes / statistics.median(times[1:])
-
-
-def spec_bandwidth(dev) -> float | None:
-    if not str(dev).startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name(dev)
-    for key, bw in SPEC_BANDWIDTH.items():
-        if all(part in name for part in key.split()):
-            return bw
-    return None
-
-
 def section_chameleon_generation(dev, dtype, s) -> dict:
+    from chameleon_generation import generation_rates
     b = RandomChameleon.build(s["layers"], device=dev, dtype=dtype, **s["geometry"])
-    b.image_seq_length = s["gen_tokens"]
-    weights = b.weight_bytes()
-    cfg = b.model.config
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.hidden_size * torch.finfo(dtype).bits // 8
-    bw = measured_bandwidth(dev, 2 << 30 if str(dev).startswith("cuda") else 64 << 20)
-    prompt = list(range(20, 60))           # a 40-token personalized prompt stands in for "<sks> is ... A photo of"
-    b.image_seq_length = 2
-    b.generate_images(prompt, 1, torch.Generator(device=dev).manual_seed(0), batch_size=1)   # warm-up
-    b.image_seq_length = s["gen_tokens"]
-    rows = {}
-    for batch in s["gen_batches"]:
-        sync(dev)
-        t = time.perf_counter()
-        codes = b.generate_images(prompt, batch, torch.Generator(device=dev).manual_seed(0), batch_size=batch)
-        sync(dev)
-        dt = time.perf_counter() - t
-        if batch == s["gen_batches"][0]:   # same seed, same codes (checked at the smallest batch: it is cheap)
-            same = bool(torch.equal(codes, b.generate_images(prompt, batch, torch.Generator(device=dev).manual_seed(0),
-                                                             batch_size=batch)))
-        mean_context = len(prompt) + 1 + s["gen_tokens"] / 2
-        step_bytes_kv = weights + batch * mean_context * kv_per_token
-        rows[str(batch)] = {
-            "images_per_s": batch / dt, "tokens_per_s": batch * s["gen_tokens"] / dt, "seconds": dt,
-            "bound_tokens_per_s_weights": batch * bw / weights,
-            "bound_tokens_per_s_weights_kv": batch * bw / step_bytes_kv,
-            "fraction_of_weights_bound": (batch * s["gen_tokens"] / dt) / (batch * bw / weights),
-            **({"same_seed_same_codes": same} if batch == s["gen_batches"][0] else {})}
-    spec = spec_bandwidth(dev)
+    r = generation_rates(b, s["gen_batches"], s["gen_tokens"])
     del b
-    return {"weights_bytes": weights, "kv_bytes_per_token": kv_per_token, "measured_bandwidth": bw,
-            "spec_bandwidth": spec, "image_tokens": s["gen_tokens"], "prompt_tokens": len(prompt) + 1,
-            "batches": rows}
+    return r
 
 
 def section_showo(dev, dtype, s, work: Path) -> dict:

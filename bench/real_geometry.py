@@ -63,11 +63,6 @@ class RandomChameleon(ChameleonBackbone):
         model.eval().requires_grad_(False)
         return cls(model, device, dtype)
 
-    def weight_bytes(self) -> int:
-        """Bytes of the weights a decode step streams: the language model (the VQ encoder is never run)."""
-        lm = [p for n, p in self.model.named_parameters() if "vqmodel" not in n]
-        return sum(p.numel() * p.element_size() for p in lm)
-
 
 def random_showo(layers: int, device="cpu", dtype=torch.float32, num_vq_tokens: int = 1024, seed: int = 0,
                  cache: Path | None = None, hidden: int | None = None, with_vq: bool = True):
