@@ -34,7 +34,6 @@ class _Api:
 
 class Gpt4oTextPrompt(_Api, TextPromptBaseline):
     name = "gpt4o-tp"
-    description = "GPT-4o + text prompt (UniCTokens Table 1) via an OpenAI-compatible server (chat + Images API)"
     presets = {"paper": dict(captioner="self", max_new_tokens=300),
                "tiny": dict(n_caption_images=2, max_new_tokens=30, gen_prompts_limit=1, images_per_prompt=1)}
 
@@ -46,6 +45,5 @@ class ApiImagePromptConfig(ImagePromptConfig):
 
 class Gpt4oImagePrompt(_Api, ImagePromptBaseline):
     name = "gpt4o-ip"
-    description = "GPT-4o + image prompt (UniCTokens Table 1) via an OpenAI-compatible server (chat + Images API)"
     config_cls = ApiImagePromptConfig
     presets = {"tiny": dict(n_reference_images=2, max_new_tokens=30, gen_prompts_limit=1, images_per_prompt=1)}

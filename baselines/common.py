@@ -1,28 +1,12 @@
-"""Pieces the baselines (and Yo'LLaVA) share: question text for an item, the concept's name in prompts."""
+"""Pieces the training-free baselines share: content digests for caches, and one runner per backbone that
+answers a list of text/image segments (the prompt text itself is `unifybench.prompts`)."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from unifybench.data.schema import MC, PLACEHOLDER, Concept, Item
 from unifybench.images import open_rgb
 from unifybench.models import torch_dtype
-
-MC_SUFFIX = "Answer with the option's letter from the given choices directly."
-
-
-def question_text(item: Item, name: str = PLACEHOLDER) -> str:
-    """The item's question with the concept written as `name`; multiple choice lists its options."""
-    text = item.prompt.replace(PLACEHOLDER, name)
-    if item.task == MC and item.options:
-        lines = [f"{letter}. {option.replace(PLACEHOLDER, name)}" for letter, option in item.options]
-        text = "\n".join([text, *lines, MC_SUFFIX])
-    return text
-
-
-def concept_name(concept: Concept, fmt: str = "<{name}>") -> str:
-    """How a training-free baseline names the concept in text (Yo'LLaVA style `<bo>`)."""
-    return fmt.format(name=concept.name)
 
 
 def files_digest(paths: list[Path]) -> str:
@@ -192,6 +176,7 @@ class ApiRunner:
     cache of replies; the key comes from $UNIFYBENCH_API_KEY or $OPENAI_API_KEY only."""
 
     kind = "api"
+    backbone = None   # no local model: the forgetting stage has nothing to evaluate
     SYSTEM = "You are a helpful assistant. Answer the user's question about the subject they describe or show."
 
     def __init__(self, ctx, base_url: str | None, model: str, max_tokens: int = 300):

@@ -37,8 +37,8 @@ import torch
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Benchmark, Concept, Item, Prediction
 from unifybench.environment import derive_seed
 from unifybench.errors import UserError
+from unifybench.prompts import with_class_noun
 from unifybench.images import open_rgb, save_images
-from unifybench.evaluators.clip_text import with_class_noun
 from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
 from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers
@@ -349,7 +349,6 @@ class StableDiffusionBaseline(Method):
 
 class DreamBoothSD(StableDiffusionBaseline):
     name = "dreambooth-sd"
-    description = "DreamBooth (Ruiz et al., CVPR 2023) on Stable Diffusion 1.x: UNet fine-tuned per concept"
     config_cls = DreamBoothConfig
     # UniCTokens Table 2's "DreamBooth (~3000 images)": as many of the concept's training photos as the data
     # root provides, up to 3000 (the bundled benchmarks have a handful per concept).
@@ -518,7 +517,6 @@ class DreamBoothSD(StableDiffusionBaseline):
 
 class TextualInversionSD(StableDiffusionBaseline):
     name = "textual-inversion"
-    description = "Textual Inversion (Gal et al., ICLR 2023) on Stable Diffusion 1.x: one learned token per concept"
     config_cls = TextualInversionConfig
     presets = {"tiny": dict(_TINY, lr=1e-2, grad_accum=1)}
 

@@ -38,7 +38,6 @@ class ImagePromptBaseline(PromptBaseline):
 
 class ChameleonImagePrompt(ImagePromptBaseline):
     name = "chameleon-ip"
-    description = "Chameleon/Anole + image prompt (UniCTokens Table 1): reference photos in the prompt"
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
     runner_cls = ChameleonRunner
     presets = {"tiny": dict(backbone="tiny", n_reference_images=1, max_new_tokens=8, gen_prompts_limit=1,

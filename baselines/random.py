@@ -11,7 +11,6 @@ from unifybench.methods.base import Method
 
 class RandomBaseline(Method):
     name = "random"
-    description = "Random row: a seeded coin flip answers each recognition question"
     tasks = frozenset({REC})
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:

@@ -26,9 +26,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unifybench.baselines.common import concept_name, question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.prompts import concept_name, question_text
 from unifybench.images import open_rgb
 from unifybench.methods.base import Method
 from unifybench.models import torch_dtype
@@ -70,7 +70,6 @@ def rap_query(question: str, entries: list[Entry], with_image: bool) -> str:
 
 class RapLlava(Method):
     name = "rap-llava"
-    description = "RAP-MLLM (UniCTokens Table 1): a concept database retrieved into RAP-LLaVA's prompt"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     config_cls = RapConfig
     presets = {"tiny": dict(backbone="tiny", max_new_tokens=8),
@@ -115,7 +114,7 @@ class RapLlava(Method):
     # --- retrieval ---
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.retrieval import retrieval_clip
             from unifybench.models.weights import is_tiny
             tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image")

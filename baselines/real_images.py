@@ -26,7 +26,6 @@ class RealImagesConfig:
 
 class RealImages(Method):
     name = "real-images"
-    description = "Real Images row: the concept's own photos as the 'generated' images (real vs real)"
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     # Photos were not drawn from a prompt: text alignment and the knowledge judge are "-" in the papers.
     not_scored_by = frozenset({"clip_t", "t2i_score"})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unifybench.baselines.common import (ApiFailed, ChameleonRunner, LlavaRunner, QwenVLRunner, ShowoRunner,
-                                         concept_name, files_digest, question_text)
+                                         files_digest)
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item, Prediction)
 from unifybench.environment import derive_seed
@@ -29,6 +29,7 @@ from unifybench.errors import UserError
 from unifybench.images import save_images
 from unifybench.methods.base import Method, generation_items
 from unifybench.progress import maybe_task
+from unifybench.prompts import concept_name, question_text
 
 CAPTION_PROMPT = "Describe the main subject of this photo in detail: its kind, colors, shape and distinctive features."
 SUMMARY_PROMPT = ("Here are descriptions of several photos of the same subject, called {name}:\n{captions}\n"
@@ -78,6 +79,8 @@ class PromptBaseline(Method):
 
     runner_cls: type | None = None
     config_cls = TextPromptConfig
+    runner = None          # the answering model's runner, made by `setup`
+    _captioner = None      # the captioning model's runner (TextPromptBaseline with source "caption")
 
     def setup(self) -> None:
         self.runner = self.make_runner()
@@ -89,11 +92,11 @@ class PromptBaseline(Method):
     @property
     def backbone(self):
         """The answering model's backbone, untouched (the forgetting stage's base model); API models have none."""
-        return getattr(getattr(self, "runner", None), "backbone", None)
+        return self.runner.backbone if self.runner is not None else None
 
     def model_files(self) -> dict[str, Path]:
         files = {f"{self.runner.kind}/{p.name}": p for p in self.runner.files()}
-        cap = getattr(self, "_captioner", None)
+        cap = self._captioner
         if cap is not None and cap is not self.runner:
             files.update({f"captioner_{cap.kind}/{p.name}": p for p in cap.files()})
         return files
@@ -241,7 +244,6 @@ class TextPromptBaseline(PromptBaseline):
 
 class ChameleonTextPrompt(TextPromptBaseline):
     name = "chameleon-tp"
-    description = "Chameleon/Anole + text prompt (UniCTokens Table 1): captions of the photos, summarised"
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
     runner_cls = ChameleonRunner
     # UniCTokens section 4.1: the unified models' text prompts come from GPT-4o captions, summarised.
@@ -252,7 +254,6 @@ class ChameleonTextPrompt(TextPromptBaseline):
 
 class ChameleonOriginal(TextPromptBaseline):
     name = "chameleon-original"
-    description = "Original Chameleon/Anole (Yo'Chameleon supp. Table 1): no personalization at all"
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
     runner_cls = ChameleonRunner
     presets = {"paper": dict(source="none"), "tiny": dict(TINY, source="none")}
@@ -260,7 +261,6 @@ class ChameleonOriginal(TextPromptBaseline):
 
 class ShowoTextPrompt(TextPromptBaseline):
     name = "showo-tp"
-    description = "Show-o + text prompt (UniCTokens Table 1): captions of the photos, summarised; und. + generation"
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
     runner_cls = ShowoRunner
     # UniCTokens section 4.1: GPT-4o captions, summarised (`self-captions`: Show-o captions itself, no server).
@@ -271,7 +271,6 @@ class ShowoTextPrompt(TextPromptBaseline):
 
 class LlavaTextPrompt(TextPromptBaseline):
     name = "llava-tp"
-    description = "LLaVA-1.5 + text prompt (UniCTokens Appendix B 'LLaVA+Prompt'): its own captions, summarised"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     runner_cls = LlavaRunner
     presets = {"paper": dict(backbone="llava-hf/llava-1.5-13b-hf"),
@@ -281,7 +280,6 @@ class LlavaTextPrompt(TextPromptBaseline):
 
 class QwenVLTextPrompt(TextPromptBaseline):
     name = "qwen25vl-tp"
-    description = "Qwen2.5-VL-3B + text prompt (UniCTokens Tables 1-2): its own captions, summarised; understanding"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     runner_cls = QwenVLRunner
     # Table 1: ~100 description tokens; Table 2 (Yo'LLaVA / MC-LLaVA data): 32. Captions by the model itself,

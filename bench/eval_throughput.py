@@ -154,7 +154,8 @@ def sync(device: str) -> None:
 
 def ours(data, run: Path, clip_dir: Path, dino_dir: Path, device: str, dtype: str, cache: Path, batch: int):
     from unifybench.evaluators.base import EvalContext
-    from unifybench.evaluators.clip_image import FEATURES, ClipImage
+    from unifybench.evaluators.clip_image import ClipImage
+    from unifybench.evaluators.image_similarity import FEATURES
     from unifybench.evaluators.clip_text import ClipText
     from unifybench.evaluators.dino import Dino
     FEATURES.clear()

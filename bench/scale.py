@@ -145,10 +145,11 @@ def _peak_mib() -> float:
 
 def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     """One full run at (n_concepts, pool_size); returns the per-stage figures."""
-    from unifybench import html_report, report, runner
+    from unifybench import html_report, runner
     from unifybench.data import unifybench as ub_data
     from unifybench.methods.yochameleon import ChameleonPrompting, YoChameleon
     from unifybench.registry import EVALUATORS
+    from unifybench.runspec import RunSpec
 
     data, pool = work / f"data-{n_concepts}", work / f"pool-{pool_size}"
     if not data.exists():
@@ -171,7 +172,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     wrap(YoChameleon, "train", "training")
     wrap(ChameleonPrompting, "_answer", "answering")
     wrap(ChameleonPrompting, "_generate", "generation")
-    wrap(report, "write_run_table", "tables")
+    wrap(runner, "write_run_table", "tables")
     evaluator_names = [e.name for e in EVALUATORS.entries()
                        if e.name in ("recognition", "bleu", "clip_i", "clip_t", "dino")]
     for name in evaluator_names:
@@ -181,7 +182,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
                      n_real_generation=args.real_gen,
                      n_train_images=5, gen_prompts_limit=0, images_per_prompt=0, max_new_tokens=args.max_new_tokens,
                      lr=1e-3)
-    spec = runner.RunSpec(method="yochameleon", benchmark="unifybench", data_root=str(data), overrides=overrides,
+    spec = RunSpec(method="yochameleon", benchmark="unifybench", data_root=str(data), overrides=overrides,
                           output_dir=out, cache_dir=work / "cache", tiny=True, progress=False,
                           evaluators=evaluator_names)
     t = time.perf_counter()

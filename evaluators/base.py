@@ -49,7 +49,7 @@ class EvalContext:
 
 class Evaluator:
     name: str = ""
-    description: str = ""
+    kind: str = "items"                        # "items": scores predictions; "model": a forgetting evaluator
     version: str = "1"
     tasks: frozenset[str] = frozenset()        # item tasks this evaluator scores
     higher_is_better: bool = True
@@ -80,9 +80,21 @@ class Evaluator:
         """Runtime facts worth recording (e.g. onnxruntime providers actually applied)."""
         return {}
 
+    def check(self, ctx: EvalContext) -> None:
+        """Called before any work starts for an evaluator that `needs_service`: raise a one-line
+        `UserError` when the service cannot be used (e.g. no judge server given)."""
+
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],
               ctx: EvalContext) -> list[SampleScore]:
         raise NotImplementedError
+
+    def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
+        """Keys added to the aggregate beside `value` (counts, breakdowns); none by default."""
+        return {}
+
+    def report_metrics(self, result: dict) -> dict[str, float | None]:
+        """The numbers a table shows for one result (the forgetting tables): its value by default."""
+        return {"value": result.get("value")}
 
     def concept_value(self, scores: list[SampleScore]) -> float | None:
         ok = [s.score for s in scores if s.failed is None]

@@ -20,15 +20,14 @@ from typing import Any
 
 from unifybench.data.schema import TEXT_QA, VQA, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.prompts import concept_text
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
-from unifybench.evaluators.judge_qa import concept_text
 
 NLTK_SMOOTHING = ("method0", "method1", "method2", "method3", "method4", "method5", "method6", "method7")
 
 
 class Bleu(Evaluator):
     name = "bleu"
-    description = "BLEU of answers vs the reference: word BLEU-4 (sacrebleu) or UnifyBench's char BLEU (nltk)"
     version = "1"
     tasks = frozenset({VQA, TEXT_QA})
     defaults: dict[str, Any] = {

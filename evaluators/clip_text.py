@@ -25,23 +25,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from unifybench.data.schema import PLACEHOLDER, Concept, Item, Prediction
+from unifybench.data.schema import Concept, Item, Prediction
+from unifybench.prompts import with_class_noun
 from unifybench.evaluators.base import EvalContext, SampleScore
-from unifybench.evaluators.clip_image import _ClipEvaluator, apply_scale_clamp, collect_generated, embed_files
+from unifybench.evaluators.clip_image import _ClipEvaluator
+from unifybench.evaluators.image_similarity import apply_scale_clamp, collect_generated, embed_files
 
 _TEXT_FEATURES: dict[tuple[str, str], Any] = {}
 _TEXT_LOCK = threading.Lock()
-
-
-def with_class_noun(prompt: str, noun: str, identifier: str = "") -> str:
-    """`prompt` with the placeholder written as "`identifier` `noun`" (the noun alone without an identifier).
-
-    DreamBench prompts already carry the class noun after the placeholder ("a <sks> dog in the jungle"):
-    the pair is replaced first, so the text is "a sks dog in the jungle", not "a sks dog dog ...".
-    Shared by CLIP-T (no identifier) and the Stable Diffusion baselines (DreamBooth's "sks dog").
-    """
-    subject = f"{identifier} {noun}" if identifier else noun
-    return prompt.replace(f"{PLACEHOLDER} {noun}", subject).replace(PLACEHOLDER, subject)
 
 
 def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True) -> str:
@@ -53,7 +44,6 @@ def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True
 
 class ClipText(_ClipEvaluator):
     name = "clip_t"
-    description = "CLIP-T: cosine of each generated image to its prompt (placeholder -> class noun)"
     version = "1"
     defaults: dict[str, Any] = {"backbone": None, "preprocess": "checkpoint", "scale": 1.0, "clamp": "none",
                                 "placeholder_to_class": True, "batch_size": 32}

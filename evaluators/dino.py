@@ -19,7 +19,7 @@ from typing import Any
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
-from unifybench.evaluators.clip_image import check_common_params, clamped_concept_value, score_against_references
+from unifybench.evaluators.image_similarity import check_common_params, clamped_concept_value, score_against_references
 
 
 def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
@@ -32,7 +32,6 @@ def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
 
 class Dino(Evaluator):
     name = "dino"
-    description = "DINO: cosine of generated images to the concept's reference images (ViT-S/16 CLS)"
     version = "1"
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True

@@ -48,7 +48,7 @@ import numpy as np
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
-from unifybench.evaluators.clip_image import collect_generated
+from unifybench.evaluators.image_similarity import collect_generated
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,6 @@ _MEMO_LOCK = threading.Lock()
 
 class FaceSimilarity(Evaluator):
     name = "face"
-    description = "ArcFace face similarity (insightface, local pack): generated vs reference faces, no-face counted"
     version = "1"
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unifybench.data.schema import PLACEHOLDER, TEXT_QA, VQA, Concept, Item, Prediction
+from unifybench.data.schema import TEXT_QA, VQA, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.prompts import concept_text
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
 
 # Versioned prompts. Changing a text means a new version string: the version is part of the cache key
@@ -42,11 +43,6 @@ QA_PROMPTS = {
                 "Score (1, 0.5 or 0):",
     },
 }
-
-
-def concept_text(text: str, concept: Concept, concept_as: str) -> str:
-    """`text` with the placeholder written as `concept_as` ("<{name}>", "{class_noun}", ...)."""
-    return text.replace(PLACEHOLDER, concept_as.format(name=concept.name, class_noun=concept.class_noun))
 
 
 class JudgeEvaluator(Evaluator):
@@ -121,7 +117,6 @@ class JudgeEvaluator(Evaluator):
 
 class JudgeQA(JudgeEvaluator):
     name = "judge_qa"
-    description = "LLM judge: 0 / 0.5 / 1 for a free-form answer against the reference (VQA, text QA)"
     version = "1"
     tasks = frozenset({VQA, TEXT_QA})
     prompt_versions = tuple(QA_PROMPTS)

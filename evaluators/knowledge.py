@@ -23,7 +23,8 @@ from pathlib import Path
 
 from unifybench.data.schema import KNOWLEDGE_GEN, Concept, Item
 from unifybench.evaluators.base import SampleScore
-from unifybench.evaluators.judge_qa import JudgeEvaluator, concept_text
+from unifybench.evaluators.judge_qa import JudgeEvaluator
+from unifybench.prompts import concept_text
 
 T2I_PROMPTS = {
     "t2i-v1": {
@@ -66,7 +67,6 @@ def load_image_for_judge(path: Path) -> tuple[bytes, str]:
 
 class KnowledgeT2I(JudgeEvaluator):
     name = "t2i_score"
-    description = "Knowledge-driven T2I score: a VLM judge rates 0 / 0.5 / 1 whether an image shows the facts"
     version = "1"
     tasks = frozenset({KNOWLEDGE_GEN})
     prompt_versions = tuple(T2I_PROMPTS)

@@ -28,50 +28,13 @@ counts as correct), on the orders as given (rotation 0 only), no circular evalua
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
 from unifybench.data.schema import MC, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.data.option_orders import circular_items, order_info  # noqa: F401  (circular_items: see the module doc)
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, aggregate
-
-ROTATION_SEP = "@"
-
-
-# ------------------------------------------------------------------------------------- option orders
-
-def circular_items(item: Item, n_rotations: int | None = None) -> list[Item]:
-    """`item` in each circular order of its options (rotation 0 first, as given); see the module doc."""
-    letters = [letter for letter, _ in item.options]
-    texts = [text for _, text in item.options]
-    if len(letters) < 2:
-        raise ValueError(f"item {item.id}: a multiple-choice item needs at least 2 options")
-    if item.answer not in letters:
-        raise ValueError(f"item {item.id}: answer {item.answer!r} is not one of the option letters {letters}")
-    n_opt = len(letters)
-    n = n_opt if n_rotations is None else int(n_rotations)
-    if not 1 <= n <= n_opt:
-        raise ValueError(f"item {item.id}: n_rotations must be between 1 and {n_opt}")
-    right = letters.index(item.answer)
-    out = []
-    for k in range(n):
-        shifted = texts[k:] + texts[:k]      # position j shows the original option (j + k) mod N
-        meta = tuple((key, v) for key, v in item.meta if key not in ("base_id", "rotation", "n_rotations"))
-        meta += (("base_id", item.id), ("rotation", str(k)), ("n_rotations", str(n)))
-        out.append(dataclasses.replace(item, id=f"{item.id}{ROTATION_SEP}{k}", options=tuple(zip(letters, shifted)),
-                                       answer=letters[(right - k) % n_opt], meta=meta))
-    return out
-
-
-def order_info(item: Item) -> tuple[str, int, int | None]:
-    """(base id, rotation, number of rotations or None) of an item; a plain item is its own question."""
-    meta = dict(item.meta)
-    if "base_id" in meta:
-        n = meta.get("n_rotations")
-        return meta["base_id"], int(meta.get("rotation", 0)), int(n) if n is not None else None
-    return item.id, 0, None
-
 
 # ------------------------------------------------------------------------------------------- parsing
 
@@ -142,7 +105,6 @@ def parse_choice(reply: str, options: tuple[tuple[str, str], ...]) -> tuple[str 
 
 class MultipleChoice(Evaluator):
     name = "mc"
-    description = "Multiple choice: option letter or text, circular over option orders; constant-'A' beside it"
     version = "1"
     tasks = frozenset({MC})
     defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True}

@@ -69,7 +69,6 @@ def judge(text: str, label: bool, parser: str) -> tuple[bool, str | None]:
 
 class Recognition(Evaluator):
     name = "recognition"
-    description = "Recognition weighted recall: mean of positive and negative recall per concept"
     version = "1"
     tasks = frozenset({REC})
     higher_is_better = True

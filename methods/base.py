@@ -28,11 +28,18 @@ class RunContext:
 
 class Method:
     name: str = ""
-    description: str = ""
     tasks: frozenset[str] = frozenset()      # item tasks this method can answer
     not_scored_by: frozenset[str] = frozenset()   # evaluators whose cells the papers leave "-" for this row
     config_cls: type | None = None           # dataclass of hyperparameters
     presets: dict[str, dict[str, Any]] = {}  # preset name -> field overrides
+    # The local model the method answers with (a unifybench.models backbone), set by `setup`; None: none
+    # (API models, image-only baselines). The forgetting stage evaluates it.
+    backbone: Any = None
+    # The active concept's prompt prefix (token ids or text) that the forgetting stage's "prompt"
+    # condition puts in front of every query: a method defines it as a method. None: the method has no
+    # personalized model besides its base (a training-free baseline), so only the base model is tested.
+    personalized_prompt: Any = None
+    _backbone_sha: str | None = None         # backbone_hash's memo
 
     def __init__(self, ctx: RunContext, preset: str | None = None, overrides: dict[str, Any] | None = None):
         self.ctx = ctx
@@ -79,7 +86,7 @@ class Method:
     def backbone_hash(self) -> str:
         """One sha256 over `self.backbone`'s weight files (each hashed once and remembered by size and mtime):
         what an artifact records so that it is never loaded into another backbone."""
-        if getattr(self, "_backbone_sha", None) is None:
+        if self._backbone_sha is None:
             import hashlib
 
             from unifybench.store import file_sha256
@@ -93,10 +100,9 @@ class Method:
         """Back to the base model, no concept active (the forgetting stage's base, and between concepts).
         Default: detach any concept tokens from `self.backbone`; a method that changes the backbone's own
         weights restores them."""
-        backbone = getattr(self, "backbone", None)
-        if backbone is not None:
+        if self.backbone is not None:
             from unifybench.models.concept_tokens import detach
-            detach(backbone)
+            detach(self.backbone)
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         """Answer/generate every item; images go under `out_dir` (paths relative to the run folder)."""

@@ -64,7 +64,6 @@ class FullFinetuneConfig:
 
 class ChameleonFullFinetune(ChameleonPrompting, Method):
     name = "chameleon-full-ft"
-    description = "Full-model fine-tuning of Chameleon/Anole (Yo'Chameleon supp. Table 1)"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = FullFinetuneConfig
     presets = {

@@ -132,7 +132,6 @@ class T2ISample:
 
 class UniCTokens(SoftPromptMethod):
     name = "unictokens"
-    description = "UniCTokens (NeurIPS 2025): unified concept tokens on Show-o, three-stage training"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = UniCTokensConfig
     presets = {

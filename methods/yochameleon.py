@@ -24,13 +24,10 @@ from unifybench.methods.base import generation_items
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
+from unifybench.prompts import NO, QUESTIONS, YES
 from unifybench.training import OptimConfig, Sample, train_tokens
 
 # Our own wording of the recognition templates (the reference ones are not reused).
-QUESTIONS = ("Is <sks> in this photo?", "Can you see <sks> in this image?", "Does this picture show <sks>?",
-             "Is <sks> present in this photo?", "Do you recognize <sks> in this image?")
-YES = ("Yes, <sks> is in this photo.", "Yes, I can see <sks> here.", "Yes, this is <sks>.")
-NO = ("No, <sks> is not in this photo.", "No, I cannot see <sks> here.", "No, this is not <sks>.")
 GEN_PROMPT = "A photo of <sks>."
 
 
@@ -152,7 +149,6 @@ class ChameleonPrompting:
 
 class YoChameleon(ChameleonPrompting, SoftPromptMethod):
     name = "yochameleon"
-    description = "Yo'Chameleon (CVPR 2025) on Chameleon/Anole"
     tasks = frozenset({REC, VQA, TEXT_QA, GEN, KNOWLEDGE_GEN})
     config_cls = YoChameleonConfig
     presets = {
@@ -257,7 +253,7 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.retrieval import retrieval_clip
             from unifybench.models.weights import is_tiny
             tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yochameleon",

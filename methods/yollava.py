@@ -21,13 +21,12 @@ from pathlib import Path
 
 import torch
 
-from unifybench.baselines.common import question_text
 from unifybench.data.schema import MC, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
-from unifybench.methods.yochameleon import NO, QUESTIONS, YES  # our own wording, shared with Yo'Chameleon
+from unifybench.prompts import NO, QUESTIONS, YES, question_text
 from unifybench.training import Sample, collate, sequence_loss
 
 
@@ -60,7 +59,6 @@ class YoLLaVAConfig:
 
 class YoLLaVA(SoftPromptMethod):
     name = "yollava"
-    description = "Yo'LLaVA (NeurIPS 2024) on LLaVA-1.5"
     tasks = frozenset({REC, VQA, TEXT_QA, MC})
     config_cls = YoLLaVAConfig
     presets = {
@@ -181,7 +179,7 @@ class YoLLaVA(SoftPromptMethod):
 
     def _retrieval_clip(self):
         if self._clip is None:
-            from unifybench.models.encoders.clip import retrieval_clip
+            from unifybench.retrieval import retrieval_clip
             from unifybench.models.weights import is_tiny
             tiny = self.ctx.tiny or is_tiny(self.config.backbone)
             self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yollava", "rank hard negatives")

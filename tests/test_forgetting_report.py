@@ -9,8 +9,10 @@ from unifybench.evaluators.forgetting.base import ModelEvaluator
 from unifybench.evaluators.forgetting.mmbench import MMBench
 from unifybench.evaluators.forgetting.mmlu import MMLU
 from unifybench.evaluators.forgetting.pope import POPE
-from unifybench.forgetting import difference, forgetting_report, forgetting_table, run_forgetting
-from unifybench.runner import RunSpec
+from unifybench.forgetting import difference, forgetting_report, run_forgetting
+from unifybench.methods.base import Method
+from unifybench.report import forgetting_table
+from unifybench.runspec import RunSpec
 
 from forgetting_fixture import write_mmbench, write_mmlu, write_pope  # noqa: E402
 
@@ -65,11 +67,12 @@ def backbone(tmp_path_factory):
     return ChameleonBackbone.load(tiny_chameleon_path(tmp_path_factory.mktemp("tiny")), require_decoder=False)
 
 
-class FakeMethod:
-    """What run_forgetting needs from a method: backbone, load_artifact, personalized_prompt, describe."""
+class FakeMethod(Method):
+    """What run_forgetting needs from a method: backbone, load_artifact, personalized_prompt, describe
+    (and the base class's `unload`: concept tokens detached)."""
     name = "fake"
 
-    def __init__(self, backbone):
+    def __init__(self, backbone):  # no config, no setup: the backbone is given
         self.backbone = backbone
         self.ids = [backbone.token_id(f"<reserved{16200 + i}>") for i in range(3)]
         self.ctx = SimpleNamespace(progress=None)
@@ -162,3 +165,24 @@ def test_run_forgetting_base_and_personalized_both_conditions_and_resume(backbon
 def test_no_forgetting_evaluator_is_a_no_op(tmp_path):
     from unifybench.evaluators.multiple_choice import MultipleChoice
     assert run_forgetting(object(), [], [MultipleChoice()], tmp_path, RunSpec(method="x")) == {}
+
+
+def test_a_method_without_a_backbone_is_refused_and_a_baseline_tests_only_its_base(backbone, tmp_path):
+    from unifybench.errors import UserError
+    fixed = Fixed({("base", "plain"): 0.6})
+
+    class NoBackbone(Method):
+        name = "api-thing"
+
+        def __init__(self):
+            self.ctx = SimpleNamespace(progress=None)
+
+    with pytest.raises(UserError, match="'api-thing' has none"):
+        run_forgetting(NoBackbone(), [], [fixed], tmp_path, RunSpec(method="x"))
+
+    class Original(FakeMethod):
+        personalized_prompt = None   # the Method default: no personalized model
+
+    spec = RunSpec(method="x", output_dir=tmp_path, cache_dir=tmp_path / "cache")
+    doc = run_forgetting(Original(backbone), [SimpleNamespace(name="cat")], [fixed], tmp_path, spec)
+    assert doc["concepts"] == [] and fixed.calls == [(False, None)]

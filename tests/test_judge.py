@@ -24,7 +24,8 @@ from unifybench.evaluators.base import EvalContext  # noqa: E402
 from unifybench.evaluators.judge_qa import JudgeQA  # noqa: E402
 from unifybench.evaluators.knowledge import KnowledgeT2I  # noqa: E402
 from unifybench.judge import JudgeCache, JudgeClient, JudgeUnavailable, parse_score, request_key  # noqa: E402
-from unifybench.runner import RunSpec, score  # noqa: E402
+from unifybench.runspec import RunSpec  # noqa: E402
+from unifybench.scoring import score  # noqa: E402
 from unifybench.store import write_json  # noqa: E402
 
 MODEL = "fake-judge"

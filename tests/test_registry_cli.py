@@ -77,6 +77,49 @@ def test_entry_point_plugins_are_listed(monkeypatch):
     assert "my-method" in r.names()
 
 
+def test_a_plugins_description_is_its_docstrings_first_line(monkeypatch, tmp_path, capsys):
+    # A third-party package, importable but never imported until listed.
+    pkg = tmp_path / "fakeplugin_i13"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text(
+        'from unifybench.methods.base import Method\n\n\n'
+        'class MyMethod(Method):\n'
+        '    """  My method: soft prompts on a toy model.\n\n    More text that ls does not print.\n    """\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class EP:
+        name, value = "my-method", "fakeplugin_i13.mod:MyMethod"
+
+    import sys
+
+    from unifybench import registry
+    fresh = registry.Registry("methods")
+    for e in registry.METHODS.entries():
+        fresh.register(e.name, e.target, e.description)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EP()] if group == "unifybench.methods" else [])
+    monkeypatch.setitem(registry.REGISTRIES, "methods", fresh)
+    assert "fakeplugin_i13.mod" not in sys.modules
+    assert fresh.entry("my-method").description == ""          # nothing imported at registration
+    from unifybench.cli import main
+    assert main(["ls", "methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "my-method\tMy method: soft prompts on a toy model." in lines
+    # Built-ins keep their registered line.
+    assert f"yochameleon\t{registry.METHODS.entry('yochameleon').description}" in lines
+
+
+def test_a_plugin_that_cannot_be_imported_is_listed_with_the_reason(monkeypatch):
+    from unifybench import registry
+
+    class EP:
+        name, value = "broken", "no_such_module_i13:Thing"
+
+    r = registry.Registry("methods")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EP()])
+    assert r.description("broken").startswith("(cannot import no_such_module_i13:Thing: ModuleNotFoundError")
+
+
 def test_unknown_evaluator_and_bad_settings_exit_2(tmp_path):
     out = run_cli("run", "--method", "random", "--evaluators", "recogniton", "--output-dir", str(tmp_path))
     assert out.returncode == 2 and "did you mean 'recognition'" in out.stderr and "Traceback" not in out.stderr

@@ -107,7 +107,7 @@ def test_report_page_has_tables_and_a_grid_per_concept(tmp_path, capsys):
     dom = parse(text)
     assert dom.sections == CONCEPTS and dom.grids == len(CONCEPTS)
     assert dom.prompt_rows == len(CONCEPTS) * len(PROMPTS)
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark("unifybench-mini", None)
     for c in CONCEPTS:
         refs = roles(dom, c, "reference")

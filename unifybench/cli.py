@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spec_from_args(args, method: str):
-    from unifybench.runner import RunSpec
+    from unifybench.runspec import RunSpec
     preset = getattr(args, "preset", None)
     tiny = preset == "tiny"
     out = args.output_dir or Path("runs") / f"{method}-{args.benchmark}-{preset or 'paper'}"
@@ -106,7 +106,8 @@ def cmd_eval(args) -> int:
     from unifybench.evaluate import evaluate_predictions
     spec = _spec_from_args(args, "predictions")
     if args.output_dir is None:
-        spec.output_dir = Path("runs") / f"eval-{args.benchmark}"
+        from dataclasses import replace
+        spec = replace(spec, output_dir=Path("runs") / f"eval-{args.benchmark}")
     doc = evaluate_predictions(spec, args.predictions)
     _print_summary(doc, spec.output_dir)
     return 0
@@ -150,7 +151,7 @@ def _counts_line(bench, concepts, n_by_task: dict[str, int]) -> str:
 
 
 def cmd_items(args) -> int:
-    from unifybench.runner import make_benchmark, select_concepts
+    from unifybench.runspec import make_benchmark, select_concepts
     bench = make_benchmark(args.benchmark, args.data_root)
     concepts = select_concepts(bench, _csv(args.concepts))
     n_by_task: dict[str, int] = {}
@@ -171,11 +172,11 @@ def cmd_items(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from unifybench.runner import make_benchmark
+    from unifybench.runspec import make_benchmark
     bench = make_benchmark(args.benchmark, args.data_root)
     # validate() first: it lists every problem, where loading the items would stop at the first one.
-    problems = bench.validate() if hasattr(bench, "validate") else []
-    for line in (bench.warnings() if hasattr(bench, "warnings") else []):
+    problems = bench.validate()
+    for line in bench.warnings():
         print(f"warning: {line}", file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
@@ -193,8 +194,9 @@ def cmd_validate(args) -> int:
 
 def cmd_ls(args) -> int:
     from unifybench.registry import REGISTRIES
-    for entry in REGISTRIES[args.kind].entries():
-        print(f"{entry.name}\t{entry.description}")
+    registry = REGISTRIES[args.kind]
+    for entry in registry.entries():
+        print(f"{entry.name}\t{registry.description(entry.name)}")
     return 0
 
 

@@ -1,16 +1,14 @@
 """`unifybench eval`: score a predictions JSONL written by any model, without running a method."""
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
-import unifybench
-from unifybench import environment as env
 from unifybench.data.schema import Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.progress import Progress
 from unifybench.report import write_run_table
-from unifybench.runner import SCHEMA_VERSION, TINY_NOTICE, RunSpec, make_benchmark, make_evaluators, score, select_concepts
+from unifybench.runspec import RunSpec, make_benchmark, make_evaluators, results_document, select_concepts
+from unifybench.scoring import score
 from unifybench.store import read_jsonl, write_json
 
 
@@ -64,22 +62,11 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     by_concept: dict[str, list[Prediction]] = {}
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)
-    spec.output_dir = Path(spec.output_dir)
+    out = Path(spec.output_dir)
     with Progress(spec.progress) as progress:  # image paths are absolute by now
-        results = score(benchmark, concepts, by_concept, evaluators, spec.output_dir, spec, progress)
-    doc = {"schema_version": SCHEMA_VERSION, "unifybench_version": unifybench.__version__,
-           "git_hash": env.git_hash(),
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "tiny": spec.tiny, **({"notice": TINY_NOTICE} if spec.tiny else {}),
-           "environment": env.environment(spec.device, spec.dtype),
-           "config": {"method": {"name": "predictions", "preset": None,
-                                 "config": {"files": [str(p) for p in paths]}},
-                      "benchmark": benchmark.name, "data_root": spec.data_root,
-                      "concepts": [c.name for c in concepts], "seed": spec.seed, "device": spec.device,
-                      "dtype": spec.dtype, "evaluators": {e.name: e.describe() for e in evaluators}},
-           "models": {},
-           "evaluator_environment": {e.name: e.environment() for e in evaluators if e.environment()},
-           "results": {benchmark.name: results}}
-    write_json(spec.output_dir / "results.json", doc)
-    write_run_table(doc, spec.output_dir / "leaderboard.md")
+        results = score(benchmark, concepts, by_concept, evaluators, out, spec, progress)
+    method = {"name": "predictions", "preset": None, "config": {"files": [str(p) for p in paths]}}
+    doc = results_document(spec, method, benchmark, concepts, evaluators, results)
+    write_json(out / "results.json", doc)
+    write_run_table(doc, out / "leaderboard.md")
     return doc

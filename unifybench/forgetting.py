@@ -26,13 +26,16 @@ from typing import Any
 import unifybench
 from unifybench import environment as env
 from unifybench.errors import UserError
+from unifybench.progress import maybe_task
+from unifybench.report import forgetting_table
+from unifybench.runspec import TINY_NOTICE, RunSpec, eval_context
 from unifybench.store import atomic_write_text, canonical_hash, file_sha256, write_json, write_jsonl
 
 BASE = "base"
 
 
 def model_evaluators(evaluators: list) -> list:
-    return [e for e in evaluators if getattr(e, "kind", None) == "model"]
+    return [e for e in evaluators if e.kind == "model"]
 
 
 def check_forgetting(evaluators: list) -> None:
@@ -59,33 +62,25 @@ def _artifact(out: Path, concept) -> Path | None:
     return out / art if art else None
 
 
-def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec) -> dict:
-    """Evaluate the base and each personalized model; returns the report (empty when no evaluator applies)."""
-    from unifybench.runner import _eval_context
-
+def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec: RunSpec) -> dict:
+    """Evaluate the base and each personalized model of `method` (a `unifybench.methods.base.Method`);
+    returns the report (empty when no evaluator applies)."""
     evs = model_evaluators(evaluators)
     if not evs:
         return {}
-    backbone = getattr(method, "backbone", None)
+    backbone = method.backbone
     if backbone is None:
         raise UserError(f"forgetting evaluators ({', '.join(e.name for e in evs)}) need a method with a local "
-                        f"backbone; {getattr(method, 'name', type(method).__name__)!r} has none")
-    if not hasattr(method, "personalized_prompt"):
+                        f"backbone; {method.name!r} has none")
+    if method.personalized_prompt is None:
         concepts = []   # a training-free baseline (the original model): its base model is all there is to test
     out = Path(out_dir)
     fdir = out / "forgetting"
-    ctx = _eval_context(spec, out)
+    ctx = eval_context(spec, out)
     weights = {role: file_sha256(p, Path(spec.cache_dir)) for role, p in sorted(method.model_files().items())}
     data = {e.name: [(f.name, file_sha256(f)) for f in e.data_files()] for e in evs}  # also checks data exists
-    progress = getattr(getattr(method, "ctx", None), "progress", None)
-
-    def unload() -> None:
-        """The base model again: the method's own `unload`, else (an object without one) tokens detached."""
-        if hasattr(method, "unload"):
-            method.unload()
-        else:
-            from unifybench.models.concept_tokens import detach
-            detach(backbone)
+    progress = method.ctx.progress
+    unload = method.unload   # the base model again: concept tokens detached, fine-tuned weights restored
 
     def unit(ev, label: str, condition: str, prefix, artifact_hash: str | None) -> dict:
         key = canonical_hash({"evaluator": ev.name, "settings": ev.describe(), "data": data[ev.name],
@@ -108,7 +103,6 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
 
     results: dict[str, dict[str, dict[str, dict]]] = {e.name: {} for e in evs}
     total = len(evs) + len(concepts) * sum(len(e.conditions()) for e in evs)
-    from unifybench.progress import maybe_task
     with maybe_task(progress, "forgetting", total) as advance:
         unload()
         for ev in evs:
@@ -136,14 +130,6 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
 
 # ------------------------------------------------------------------------------------------- report
 
-def report_metrics(ev, result: dict) -> dict[str, float | None]:
-    """The numbers a table shows for one result: the evaluator's own choice, else its value."""
-    pick = getattr(ev, "report_metrics", None)
-    if pick is not None:
-        return dict(pick(result))
-    return {"value": result.get("value")}
-
-
 def difference(value: float | None, base: float | None) -> dict[str, float | None]:
     """Absolute and relative (% of the base) change; None where undefined."""
     if value is None or base is None:
@@ -162,19 +148,18 @@ def forgetting_report(results: dict, evaluators: list, concepts: list[str], meth
     by_name = {e.name: e for e in evaluators}
     doc: dict[str, Any] = {"method": method, "concepts": concepts, "base_model": BASE, "evaluators": {}}
     if tiny:
-        from unifybench.runner import TINY_NOTICE
         doc["notice"] = TINY_NOTICE
     for name, per_model in results.items():
         ev = by_name[name]
         base_result = per_model[BASE]["plain"]
-        base = report_metrics(ev, base_result)
+        base = dict(ev.report_metrics(base_result))
         entry: dict[str, Any] = {"settings": ev.describe(), "conditions": list(ev.conditions()),
                                  "base": {"metrics": base, "n": base_result.get("n"),
                                           "n_failed": base_result.get("n_failed"), "result": base_result},
                                  "concepts": {}, "mean": {}}
         for concept in concepts:
             for condition, res in per_model.get(concept, {}).items():
-                m = report_metrics(ev, res)
+                m = dict(ev.report_metrics(res))
                 entry["concepts"].setdefault(concept, {})[condition] = {
                     "metrics": m, "difference": {k: difference(v, base.get(k)) for k, v in m.items()},
                     "n": res.get("n"), "n_failed": res.get("n_failed"), "result": res}
@@ -189,53 +174,3 @@ def forgetting_report(results: dict, evaluators: list, concepts: list[str], meth
                                         "n_concepts": len(rows)}
         doc["evaluators"][name] = entry
     return doc
-
-
-def _cell(value: float | None, diff: dict | None = None) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:.3f}"
-    if diff is None:
-        return text
-    if diff["delta"] is not None and abs(diff["delta"]) < 1e-12:
-        return text + " (same)"
-    if diff["relative_pct"] is not None:
-        return text + f" ({diff['relative_pct']:+.1f}%)"
-    return text + (f" ({diff['delta']:+.3f})" if diff["delta"] is not None else "")
-
-
-def forgetting_table(doc: dict) -> str:
-    """Markdown: one column per evaluator metric; the base row, then each concept and the mean per condition."""
-    cols = [(name, metric) for name, e in doc["evaluators"].items() for metric in e["base"]["metrics"]]
-    lines = []
-    if doc.get("notice"):
-        lines += [f"> **{doc['notice']}**", ""]
-    method = doc["method"]
-    lines.append(f"### Forgetting: {method.get('name')} (preset {method.get('preset')})")
-    lines.append("")
-    lines.append("Difference from the base model in parentheses (% of the base; \"same\" when identical). "
-                 "plain: the benchmark's own prompt; prompt: the concept's personalized prompt in front.")
-    lines.append("")
-    lines.append("| model | condition | " + " | ".join(f"{n}: {m}" for n, m in cols) + " |")
-    lines.append("|---|---|" + "---:|" * len(cols))
-    lines.append("| **base** | plain | " + " | ".join(_cell(doc["evaluators"][n]["base"]["metrics"][m])
-                                                   for n, m in cols) + " |")
-    conditions = []
-    for e in doc["evaluators"].values():
-        conditions += [c for c in e["conditions"] if c not in conditions]
-    for condition in conditions:
-        for concept in doc["concepts"]:
-            cells = []
-            for n, m in cols:
-                r = doc["evaluators"][n]["concepts"].get(concept, {}).get(condition)
-                cells.append(_cell(r["metrics"].get(m), r["difference"].get(m)) if r else "-")
-            lines.append(f"| {concept} | {condition} | " + " | ".join(cells) + " |")
-        cells = []
-        for n, m in cols:
-            r = doc["evaluators"][n]["mean"].get(condition)
-            cells.append(_cell(r["metrics"].get(m), r["difference"].get(m)) if r else "-")
-        lines.append(f"| **mean** | {condition} | " + " | ".join(f"**{c}**" for c in cells) + " |")
-    lines.append("")
-    lines.append("n (failed), base: " + ", ".join(
-        f"{n} {e['base']['n']} ({e['base']['n_failed']})" for n, e in doc["evaluators"].items()))
-    return "\n".join(lines)

@@ -178,7 +178,7 @@ def reference_images(doc: dict) -> tuple[dict[str, list[Path]], str | None]:
     if not name:
         return {}, "the results file names no benchmark"
     try:
-        from unifybench.runner import make_benchmark
+        from unifybench.runspec import make_benchmark
         bench = make_benchmark(name, cfg.get("data_root"))
         return {c.name: list(c.train_images) for c in bench.concepts()}, None
     except Exception as e:  # the report is still useful without references

@@ -38,8 +38,7 @@ class Registry:
             return
         self._plugins_loaded = True
         for ep in entry_points(group=f"unifybench.{self.kind}"):
-            # A plugin's description is its class docstring's first line, read only when listed.
-            self.register(ep.name, ep.value, "")
+            self.register(ep.name, ep.value, "")   # described by its docstring (`description`)
 
     def names(self) -> list[str]:
         self._load_plugins()
@@ -64,6 +63,19 @@ class Registry:
     def get(self, name: str) -> type:
         module_name, _, attr = self.entry(name).target.partition(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def description(self, name: str) -> str:
+        """A built-in's registered line; a plugin's class docstring's first line (the class is imported
+        only here, when listed). A plugin that cannot be imported says so instead of stopping the list."""
+        entry = self.entry(name)
+        if entry.description:
+            return entry.description
+        try:
+            doc = self.get(name).__doc__ or ""
+        except Exception as e:  # a broken third-party package must not break `unifybench ls`
+            return f"(cannot import {entry.target}: {type(e).__name__}: {e})"
+        lines = [line.strip() for line in doc.strip().splitlines()]
+        return lines[0] if lines else ""
 
 
 BENCHMARKS = Registry("benchmarks")

@@ -1,4 +1,4 @@
-"""Soft positives and hard negatives from a local image pool, ranked by CLIP similarity.
+"""Soft positives and hard negatives from a local image pool, ranked by CLIP similarity (and the CLIP that ranks them).
 
 LAION is not reachable offline, so the pool is a folder of images or a list file the user points to.
 Ranking is by cosine similarity to the concept's training images, descending (the direction the
@@ -61,3 +61,14 @@ def allocate_tokens(n_images: int, k: int) -> list[int]:
         size = base + (1 if i < extra else 0)
         tokens += [max(k - 1 - i, 1)] * size
     return tokens
+
+
+def retrieval_clip(explicit: str | None, ctx, tiny: bool, who: str, purpose: str):
+    """The CLIP a method ranks images with (`unifybench.models.weights.resolve`: `--model clip=`, else its own
+    setting, else the tiny CLIP when `tiny`); anything else is a one-line UserError saying what to pass."""
+    from unifybench.models.encoders.clip import load_clip
+    from unifybench.models.weights import resolve
+    path = resolve("clip", explicit, ctx, tiny=tiny,
+                   missing=f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
+                           f"or --set retrieval_clip=PATH")
+    return load_clip(path, device=ctx.device)

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from unifybench.data.root import resolve_root
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, Evaluator
 
@@ -37,16 +38,8 @@ def set_offline() -> None:
 
 def data_root(evaluator: str, param: str | None, env_var: str, hint: str) -> Path:
     """The data folder from the evaluator parameter `data`, else from `env_var`; a one-line error otherwise."""
-    source = "data="
-    path = param
-    if not path and os.environ.get(env_var):
-        path, source = os.environ[env_var], env_var
-    if not path:
-        raise UserError(f"evaluator {evaluator!r} needs its data: set {env_var}=PATH ({hint})")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"evaluator {evaluator!r}: data folder {p} (from {source}) does not exist")
-    return p
+    return resolve_root(param, "data=", env_var, f"evaluator {evaluator!r} needs its data: set {env_var}=PATH ({hint})",
+                        f"evaluator {evaluator!r}: data folder")
 
 
 class ModelEvaluator(Evaluator):

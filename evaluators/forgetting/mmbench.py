@@ -150,7 +150,6 @@ def summarise(orders: list[dict]) -> dict[str, Any]:
 
 class MMBench(ModelEvaluator):
     name = "mmbench"
-    description = "MMBench dev (en): circular over option orders, rule extraction then judge; failures counted"
     version = "1"
     env_var = "UNIFYBENCH_MMBENCH_ROOT"
     defaults = {**ModelEvaluator.defaults, "tsv": "mmbench_dev_20230712.tsv", "circular": True,

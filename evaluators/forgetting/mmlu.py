@@ -238,7 +238,6 @@ def _quiet_lm_eval():
 
 class MMLU(ModelEvaluator):
     name = "mmlu"
-    description = "MMLU through lm-eval (loglikelihood of A-D), base vs personalized model, with/without its prompt"
     version = "1"
     env_var = "UNIFYBENCH_MMLU_ROOT"
     defaults = {**ModelEvaluator.defaults, "subjects": None, "split": "test", "num_fewshot": 0,

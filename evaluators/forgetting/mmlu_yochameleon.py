@@ -63,7 +63,6 @@ def read_records(files: list[Path]) -> list[dict]:
 
 class YoChameleonMMLU(ModelEvaluator):
     name = "yochameleon_mmlu_generative"
-    description = "Yo'Chameleon's MMLU replica: abstract algebra, sampled text (T=0.2), option text as substring"
     version = "1"
     env_var = "UNIFYBENCH_MMLU_ROOT"
     defaults = {**ModelEvaluator.defaults, "subject": "abstract_algebra", "split": "test", "temperature": 0.2,

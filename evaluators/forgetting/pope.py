@@ -167,7 +167,6 @@ def summarise(samples: list[dict], categories: tuple[str, ...], headline: str = 
 
 class POPE(ModelEvaluator):
     name = "pope"
-    description = "POPE yes/no hallucination (original parser): acc, precision, recall, F1, yes-ratio per split"
     version = "1"
     env_var = "UNIFYBENCH_POPE_ROOT"
     defaults = {**ModelEvaluator.defaults, "questions": "llava_pope_test.jsonl", "images": "val2014",

@@ -40,7 +40,7 @@ def test_ls_baselines_lists_every_row(capsys):
     for name in NAMES:
         assert name in out and name in BASELINES
         cls = BASELINES.get(name)
-        assert cls.tasks and cls.description
+        assert cls.tasks and BASELINES.description(name) and f"{name}\t{BASELINES.description(name)}" in out
 
 
 def test_real_images_are_held_out_photos_without_self_pairs(cache, bench, tmp_path):

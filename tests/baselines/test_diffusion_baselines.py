@@ -116,7 +116,8 @@ def test_loader_refuses_missing_and_pickle_only_checkpoints(sd_folder, tmp_path,
 
 def test_prompts_name_the_concept_once(concept, cache):
     from unifybench.baselines.diffusion import DreamBoothSD, TextualInversionSD
-    from unifybench.evaluators.clip_text import prompt_text, with_class_noun
+    from unifybench.evaluators.clip_text import prompt_text
+    from unifybench.prompts import with_class_noun
     assert with_class_noun("a <sks> dog in the jungle", "dog", "sks") == "a sks dog in the jungle"
     assert with_class_noun("<sks> wearing a hat", "dog", "sks") == "sks dog wearing a hat"
     assert prompt_text("a <sks> dog in the jungle", concept) == "a dog in the jungle"

@@ -258,7 +258,7 @@ def test_validate_command_prints_warnings_and_counts(small, capsys):
 
 def test_every_benchmark_root_has_its_environment_variable(tmp_path, monkeypatch, capsys):
     from unifybench.data.unifybench import MINI_ROOT
-    from unifybench.runner import make_benchmark, root_env_var
+    from unifybench.runspec import make_benchmark, root_env_var
     assert [root_env_var(n) for n in ("unifybench", "yollava", "dreambench", "unifybench-mini")] == [
         "UNIFYBENCH_UNIFYBENCH_ROOT", "UNIFYBENCH_YOLLAVA_ROOT", "UNIFYBENCH_DREAMBENCH_ROOT",
         "UNIFYBENCH_UNIFYBENCH_MINI_ROOT"]

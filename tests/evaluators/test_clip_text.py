@@ -8,7 +8,8 @@ from PIL import Image
 from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
-from unifybench.evaluators.clip_image import FEATURES, ClipImage
+from unifybench.evaluators.clip_image import ClipImage
+from unifybench.evaluators.image_similarity import FEATURES
 from unifybench.evaluators.clip_text import ClipText, prompt_text
 from unifybench.models.encoders.clip import get_clip, tiny_clip_path
 from unifybench.registry import EVALUATORS

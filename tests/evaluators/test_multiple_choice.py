@@ -8,7 +8,8 @@ import pytest
 from unifybench.data.schema import MC, Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, aggregate
-from unifybench.evaluators.multiple_choice import MultipleChoice, circular_items, parse_choice
+from unifybench.data.option_orders import circular_items
+from unifybench.evaluators.multiple_choice import MultipleChoice, parse_choice
 from unifybench.registry import EVALUATORS
 
 AB = (("A", "Dog"), ("B", "Cat"))

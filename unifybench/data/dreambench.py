@@ -144,7 +144,6 @@ class DreamBench(Benchmark):
     """DreamBench (DreamBooth): 30 subjects, 25 object or live-subject prompts each, 4 images per prompt."""
 
     name = "dreambench"
-    description = "DreamBench (DreamBooth, CVPR 2023): 30 subjects x 25 prompts x 4 images; CLIP-I/T, DINO"
 
     def __init__(self, root: str | Path | None = None, images_per_prompt: int = 4):
         if root is None or root == "":

@@ -83,7 +83,7 @@ class Benchmark:
     """A set of concepts and their task items. Subclasses load one dataset layout."""
 
     name: str = ""
-    description: str = ""
+    root: Path | None = None       # the data folder, when the benchmark reads one (data file names are relative to it)
 
     def concepts(self) -> list[Concept]:
         raise NotImplementedError
@@ -109,4 +109,12 @@ class Benchmark:
 
     def data_files(self) -> list[Path]:
         """Files whose contents determine the items (hashed into the run's cache keys)."""
+        return []
+
+    def validate(self) -> list[str]:
+        """Every problem with the benchmark's files (schemas, unreadable images), one line each."""
+        return []
+
+    def warnings(self) -> list[str]:
+        """Things worth saying that do not stop a run (e.g. files the loader ignores)."""
         return []

@@ -171,7 +171,6 @@ class UnifyBench(Benchmark):
     """UnifyBench (UniCTokens): rec, vqa, text_qa, gen (DreamBench prompts) and knowledge_gen per concept."""
 
     name = "unifybench"
-    description = "UnifyBench (UniCTokens paper): understanding, generation and knowledge-driven generation"
 
     def __init__(self, root: str | Path, images_per_prompt: int = 4):
         root = Path(root).expanduser()
@@ -493,7 +492,6 @@ class UnifyBenchMini(UnifyBench):
     """Bundled 4-concept mini benchmark in the UnifyBench layout (DreamBench photos, CC-BY 4.0)."""
 
     name = "unifybench-mini"
-    description = "Bundled 4-concept mini benchmark in the UnifyBench layout (DreamBench photos, CC-BY 4.0)"
 
     def __init__(self, images_per_prompt: int = 4):
         super().__init__(MINI_ROOT, images_per_prompt=images_per_prompt)

@@ -40,7 +40,7 @@ Items per concept, in this order (ids ``yollava/<c>/<task>/<key>``):
 * ``rec``: "Is <sks> in this photo?" over every test image: the concept's own are positives, every other
   concept's are negatives (this dataset has no random images); key = the image path relative to the root.
 * ``mc`` visual questions (key ``visual/<image path>``) then text questions (key ``text/<index>``), each
-  expanded by :func:`unifybench.evaluators.multiple_choice.circular_items` into one item per option rotation
+  expanded by :func:`unifybench.data.option_orders.circular_items` into one item per option rotation
   (``...@0``, ``...@1``): the text QA has the answer at "A" for 396 of 400 questions, so only the rotations
   keep an always-"A" answerer from scoring 0.99. ``meta`` "kind" is "visual_qa" or "text_qa".
 * ``gen``: the DreamBench prompt list of the concept's generation type (key ``dreambench/<i>``,
@@ -326,7 +326,6 @@ class YoLLaVA(Benchmark):
     """Yo'LLaVA: 40 concepts; recognition, visual and text A/B questions (circular), generation prompts."""
 
     name = "yollava"
-    description = "Yo'LLaVA (NeurIPS 2024): 40 concepts, recognition, visual + text A/B QA (circular), generation"
 
     def __init__(self, root: str | Path, images_per_prompt: int = 4, photo_images: int = 100):
         root = Path(root).expanduser()
@@ -351,7 +350,7 @@ class YoLLaVA(Benchmark):
         data = self._ready()
         c = self.concept(concept if isinstance(concept, str) else concept.name)
         items = self._rec_items(c, data)
-        from unifybench.evaluators.multiple_choice import circular_items
+        from unifybench.data.option_orders import circular_items
         for q in data.mc.get(c.name, []):
             kind = "visual_qa" if q.image is not None else "text_qa"
             base = self._item(c, MC, q.key, prompt=q.question, image=q.image, options=q.options, answer=q.answer,

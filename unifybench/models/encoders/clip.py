@@ -315,16 +315,6 @@ def get_clip(path: str | Path, device: str | torch.device = "cpu",
 # ------------------------------------------------------------------------------------------------------
 # Tiny random CLIP
 # ------------------------------------------------------------------------------------------------------
-def retrieval_clip(explicit: str | None, ctx, tiny: bool, who: str, purpose: str) -> ClipModel:
-    """The CLIP a method ranks images with (`unifybench.models.weights.resolve`: `--model clip=`, else its own
-    setting, else the tiny CLIP when `tiny`); anything else is a one-line UserError saying what to pass."""
-    from unifybench.models.weights import resolve
-    path = resolve("clip", explicit, ctx, tiny=tiny,
-                   missing=f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
-                           f"or --set retrieval_clip=PATH")
-    return load_clip(path, device=ctx.device)
-
-
 def tiny_clip_path(cache_dir: Path | None = None) -> Path:
     """A tiny RANDOM CLIP (seed 0) in open_clip's folder format, built once under
     `<cache_dir or ~/.cache/unifybench>/tiny/clip-v1/`. It measures nothing; it exercises the code path."""
