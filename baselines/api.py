@@ -25,6 +25,7 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, MC, REC, TEXT_QA, VQA
 
 
 class _Api:
+    calls_api = True
     tasks = frozenset({REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN})
 
     def make_runner(self):

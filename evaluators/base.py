@@ -56,6 +56,7 @@ class Evaluator:
     needs_service: bool = False                # True: calls a judge server (off unless one is given)
     presets: dict[str, dict[str, Any]] = {}    # named parameter sets; "default" is the paper's
     defaults: dict[str, Any] = {}
+    missing_score: float = 0.0                 # what an asked item without a prediction scores (see score_missing)
 
     def __init__(self, preset: str | None = None, **params: Any):
         if preset is not None and preset not in self.presets:
@@ -64,7 +65,7 @@ class Evaluator:
         self.preset = preset or "default"
         merged = dict(self.defaults)
         merged.update(self.presets.get(self.preset, {}))
-        unknown = set(params) - set(merged)
+        unknown = set(params) - set(merged) - {"types"}
         if unknown:
             raise UserError(f"evaluator {self.name!r} has no parameter {sorted(unknown)[0]!r} "
                             f"(known: {', '.join(sorted(merged))})")
@@ -75,6 +76,12 @@ class Evaluator:
         """Recorded in results.json so a number always says how it was made."""
         return {"version": self.version, "preset": self.preset, "params": self.params,
                 "higher_is_better": self.higher_is_better}
+
+    def selects(self, item: Item) -> bool:
+        """Whether this evaluator scores `item`: with param `types` (a preset's, e.g. MC-LLaVA's single-concept
+        portion), only items whose meta "type" is one of them; otherwise every item of its tasks."""
+        types = self.params.get("types")
+        return not types or dict(item.meta).get("type") in types
 
     def environment(self) -> dict[str, Any]:
         """Runtime facts worth recording (e.g. onnxruntime providers actually applied)."""
@@ -88,6 +95,13 @@ class Evaluator:
               ctx: EvalContext) -> list[SampleScore]:
         raise NotImplementedError
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        """Samples for asked items that have no prediction: each scores what a wrong answer scores here
+        (`missing_score`: 0 for every metric of the suite: an unrecognised photo, a wrong option, BLEU and
+        judge 0, a similarity of 0), marked `missing` in the samples log. An evaluator whose aggregation
+        reads more of a sample (a label, an option order) fills that in."""
+        return [SampleScore(i.id, concept.name, self.missing_score, detail={"missing": True}) for i in items]
+
     def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
         """Keys added to the aggregate beside `value` (counts, breakdowns); none by default."""
         return {}
@@ -100,6 +114,13 @@ class Evaluator:
         ok = [s.score for s in scores if s.failed is None]
         return sum(ok) / len(ok) if ok else None
 
+    def benchmark_value(self, per_concept: dict[str, float | None],
+                        scores_by_concept: dict[str, list[SampleScore]]) -> float | None:
+        """The benchmark's number: the mean of the per-concept values (the papers' "average over concepts").
+        An evaluator whose reference pools every sample instead overrides this."""
+        valued = [v for v in per_concept.values() if v is not None]
+        return sum(valued) / len(valued) if valued else None
+
 
 def resolve_weights(param: str | None, ctx: EvalContext, role: str, missing: str) -> Path | str:
     """An evaluator's checkpoint, through the one weights resolver: the run's `--model ROLE=`, else its
@@ -109,7 +130,8 @@ def resolve_weights(param: str | None, ctx: EvalContext, role: str, missing: str
 
 
 def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evaluator) -> dict[str, Any]:
-    """`{value, n, n_failed, per_concept}`: value is the mean of the per-concept values."""
+    """`{value, n, n_failed, per_concept}`: value is `evaluator.benchmark_value` (by default the mean of the
+    per-concept values)."""
     per_concept: dict[str, float | None] = {}
     n = n_failed = 0
     for concept in sorted(scores_by_concept):
@@ -117,6 +139,5 @@ def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evalua
         n += sum(1 for s in scores if s.failed is None)
         n_failed += sum(1 for s in scores if s.failed is not None)
         per_concept[concept] = evaluator.concept_value(scores)
-    valued = [v for v in per_concept.values() if v is not None]
-    return {"value": sum(valued) / len(valued) if valued else None, "n": n, "n_failed": n_failed,
+    return {"value": evaluator.benchmark_value(per_concept, scores_by_concept), "n": n, "n_failed": n_failed,
             "per_concept": per_concept}

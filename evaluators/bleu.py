@@ -44,6 +44,11 @@ class Bleu(Evaluator):
         "default": {},
         "unictokens": {"library": "nltk", "tokenize": "char", "weights": [0.7, 0.3], "max_ngram_order": 2,
                        "smoothing": "method1", "lowercase": False, "scale": 1.0},
+        # MC-LLaVA eval.py computes the same character BLEU; -single: its si_sq items only (UniCTokens Table 2)
+        "mc-llava": {"library": "nltk", "tokenize": "char", "weights": [0.7, 0.3], "max_ngram_order": 2,
+                     "smoothing": "method1", "lowercase": False, "scale": 1.0},
+        "mc-llava-single": {"library": "nltk", "tokenize": "char", "weights": [0.7, 0.3], "max_ngram_order": 2,
+                            "smoothing": "method1", "lowercase": False, "scale": 1.0, "types": ["si_sq"]},
     }
 
     def __init__(self, preset: str | None = None, **params: Any):

@@ -22,8 +22,9 @@ Params:
   det_thresh   0.5 (insightface's default).
   face_select  "largest" (bbox area; UniCTokens) or "first" (highest detection score; Yo'Chameleon).
   no_face      "exclude" or "zero" (see above).
-  pre_resize   null, or "unictokens": before detection, resize (PIL bilinear) so the long side is 1280 and
-               both sides are floored to multiples of 64, as UniCTokens eval/face_eval_v2.py does.
+  pre_resize   null, or "unictokens": before detection, UniCTokens eval/face_eval_v2.py's two-step resize
+               (short side to 1024, long side to 1280, then floored to multiples of 64; see
+               `unictokens_resize`).
   references   "train" or "test".
   categories   concept categories scored (default ["person"]); "all" scores every concept. Other concepts
                get no samples (their value is null, nothing is loaded for them).
@@ -49,6 +50,7 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import DataError, UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
 from unifybench.evaluators.image_similarity import collect_generated
+from unifybench.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +62,32 @@ NO_FACE_REASON = "no face detected"
 
 
 def unictokens_resize(image):
-    """PIL image scaled (bilinear) so its long side is 1280, both sides floored to multiples of 64."""
+    """PIL image as UniCTokens eval/face_eval_v2.py's ``resize_img`` leaves it (bilinear both times).
+
+    The sizes come from two rescalings: the short side to 1024 (both sides rounded), then the long side of
+    that size to 1280 (rounded again; Python's round, halves to even). The image is resized to that size,
+    then resized a second time to it with both sides floored to multiples of 64. A single resize straight
+    to the final size differs for some non-square images (80 x 267: 320 x 1280 here, 384 x 1280 in one step)
+    and in its pixels."""
     from PIL import Image
     w, h = image.size
-    r = 1280 / max(w, h)
-    size = (max(64, round(w * r) // 64 * 64), max(64, round(h * r) // 64 * 64))
-    return image if size == (w, h) else image.resize(size, Image.BILINEAR)
+    r = 1024 / min(h, w)
+    w, h = round(r * w), round(r * h)
+    r = 1280 / max(h, w)
+    first = (round(r * w), round(r * h))
+    image = image.resize(first, Image.BILINEAR)
+    return image.resize((first[0] // 64 * 64, first[1] // 64 * 64), Image.BILINEAR)
 
 
 def select_face(faces: list, rule: str):
-    """The face a rule keeps: "largest" bbox area (first of equals), or "first" (highest detection score)."""
+    """The face a rule keeps: "largest" bbox area (the last of equals, as UniCTokens' stable sort by area
+    then ``[-1]``), or "first" (highest detection score)."""
     if not faces:
         return None
     if rule == "first":
         return faces[0]
     areas = [float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])) for f in faces]
-    return faces[int(np.argmax(areas))]
+    return faces[len(areas) - 1 - int(np.argmax(areas[::-1]))]
 
 
 _MEMO: dict[tuple, tuple] = {}
@@ -200,7 +212,7 @@ class FaceSimilarity(Evaluator):
         if hit is not None:
             return hit[0], dict(hit[1])
         with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")
+            rgb = to_rgb(im, path)   # 16-bit greyscale scaled to 8 bits, never clipped to white
         if p["pre_resize"] == "unictokens":
             rgb = unictokens_resize(rgb)
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
@@ -268,6 +280,11 @@ class FaceSimilarity(Evaluator):
                 continue
             sample.score = float(np.mean(R @ emb))
         return out
+
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        if self.params["categories"] is not None and concept.category not in self.params["categories"]:
+            return []   # a concept this evaluator does not score
+        return super().score_missing(concept, items, ctx)
 
     def extra_aggregates(self, scores_by_concept: dict[str, list[SampleScore]]) -> dict[str, Any]:
         """No-face counts and detection rates beside the value (over the concepts scored)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
+from unifybench.images import to_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +166,7 @@ def embed_files(model, paths: Sequence[Path], cache_dir: Path | None, batch_size
             continue
         try:
             with Image.open(io.BytesIO(data)) as im:
-                rgb = im.convert("RGB")
+                rgb = to_rgb(im, path)   # 16-bit greyscale scaled to 8 bits, never clipped to white
             px = model.preprocess(rgb)
         except Exception as e:   # truncated, not an image, ...
             errors[i] = f"cannot load image {path}: {type(e).__name__}: {e}"

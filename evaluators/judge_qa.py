@@ -1,7 +1,10 @@
 """LLM-judge score of free-form answers (the UnifyBench "GPT" columns for VQA and text QA).
 
 The judge sees a question, the reference answer and the model's answer, and replies 0, 0.5 or 1
-(prompt ``qa-v1``, written for this project). The concept is written ``<name>`` in all three texts, as
+(prompt ``qa-v1``, written for this project). Preset ``unictokens``: prompt
+``qa-unictokens-paraphrase-v1``, **our paraphrase** of UniCTokens' judging protocol (same inputs and scale, its
+reading of the reply: any number in [0, 1] is a score, after a "Score::" marker if there is one); its
+numbers are a paraphrase's, not the paper's judge verbatim. The concept is written ``<name>`` in all three texts, as
 UnifyBench's own files write it. An empty answer scores 0 without a call. A model error, a request that
 failed after its retries, or a reply that is not one of the three scores is a failed sample (counted in
 ``n_failed``), never a number. The image of a VQA item is not sent (as in the UniCTokens judge): the
@@ -42,7 +45,43 @@ QA_PROMPTS = {
         "user": "Question: {question}\nReference answer: {reference}\nCandidate answer: {candidate}\n"
                 "Score (1, 0.5 or 0):",
     },
+    # Preset `unictokens`: OUR PARAPHRASE of the judging protocol of UniCTokens eval/eval_p_mmu.py (its inputs:
+    # question, reference answer, predicted answer, no image; its scale: 0 irrelevant, 0.5 partly, 1 fully
+    # right, content over grammar; its reply: only the score). Not its text: its numbers were made with its
+    # own wording on deepseek-chat, so a judge run with this prompt is a paraphrase, never the same number.
+    "qa-unictokens-paraphrase-v1": {
+        "system": (
+            "You act as a grader of answers. You get a question, the answer known to be right, and an answer "
+            "a model predicted. Give the prediction a score from 0 to 1: 0 when it has nothing to do with the "
+            "right answer, 0.5 when it is partly right, 1 when it is fully right. Look only at what it says, "
+            "not at its grammar or phrasing. For instance, if the question asks which colour of dress someone "
+            "likes and the right answer is that they like blue dresses, then \"blue\" and \"their favourite "
+            "colour is blue\" both get 1."
+        ),
+        "user": "Question: {question}\nRight answer: {reference}\nPredicted answer: {candidate}\n"
+                "Reply with the score alone.",
+    },
 }
+SCORE_MARKER = "Score::"   # UniCTokens reads the text after the last "Score::", else the whole reply
+
+
+def parse_unit_float(reply: str) -> float | None:
+    """UniCTokens' reading of a judge reply: the text after the last "Score::" (the whole reply without it),
+    stripped, as a float; any value in [0, 1] is a score (0.7 included); anything else is None (a failed
+    sample; the reference asserted and crashed)."""
+    if not isinstance(reply, str):
+        return None
+    try:
+        value = float(reply.split(SCORE_MARKER)[-1].strip())
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def reply_parser(name: str):
+    """The parse function of a judge evaluator's `parse` param: "three_scores" (0, 0.5, 1) or "unit_float"."""
+    from unifybench.judge import parse_score
+    return {"three_scores": parse_score, "unit_float": parse_unit_float}[name]
 
 
 class JudgeEvaluator(Evaluator):
@@ -51,10 +90,14 @@ class JudgeEvaluator(Evaluator):
     needs_service = True
     prompt_versions: tuple[str, ...] = ()
     defaults = {"prompt_version": "", "concept_as": "<{name}>", "max_tokens": 16, "timeout": 60.0,
-                "max_retries": 6, "backoff": 1.0, "max_consecutive_failures": 8, "workers": 4}
+                "max_retries": 6, "backoff": 1.0, "max_consecutive_failures": 8, "workers": 4,
+                "parse": "three_scores"}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
+        if self.params["parse"] not in ("three_scores", "unit_float"):
+            raise UserError(f"evaluator {self.name!r}: parse must be 'three_scores' or 'unit_float', "
+                            f"got {self.params['parse']!r}")
         if self.params["prompt_version"] not in self.prompt_versions:
             raise UserError(f"evaluator {self.name!r} has no prompt version {self.params['prompt_version']!r} "
                             f"(known: {', '.join(self.prompt_versions)})")
@@ -96,6 +139,12 @@ class JudgeEvaluator(Evaluator):
     def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
         raise NotImplementedError
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        if not self.check(ctx):   # judge metrics switched off: nothing is scored, missing or not
+            self._off = True
+            return []
+        return super().score_missing(concept, items, ctx)
+
     def environment(self) -> dict[str, Any]:
         if self._off:
             return {"off": True, "reason": "--judge none"}
@@ -120,7 +169,8 @@ class JudgeQA(JudgeEvaluator):
     version = "1"
     tasks = frozenset({VQA, TEXT_QA})
     prompt_versions = tuple(QA_PROMPTS)
-    presets = {"default": {}}
+    presets = {"default": {},
+               "unictokens": {"prompt_version": "qa-unictokens-paraphrase-v1", "parse": "unit_float"}}
     defaults = {**JudgeEvaluator.defaults, "prompt_version": "qa-v1"}
 
     def messages(self, concept: Concept, item: Item, answer: str) -> list[dict]:
@@ -132,7 +182,8 @@ class JudgeQA(JudgeEvaluator):
         return [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": user}]
 
     def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
-        from unifybench.judge import JudgeRequest, parse_score
+        from unifybench.judge import JudgeRequest
+        parse_score = reply_parser(self.params["parse"])
         out: list[SampleScore | None] = []
         requests, slots = [], []
         for item in items:

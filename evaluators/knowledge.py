@@ -15,15 +15,22 @@ kept one ever-growing history), image files are sent as they are (PNG/JPEG/WebP/
 converted to PNG) rather than re-encoded as JPEG, and an image that cannot be read or a reply that is
 not a score is a failed sample. Aggregation as the reference: mean over the images of a prompt, mean
 over prompts per concept, mean over concepts.
+
+Preset ``unictokens``: prompt ``t2i-unictokens-paraphrase-v1``, **our paraphrase** of the reference judging
+protocol: the judge sees the concept's name, its ``info`` and its extra info (space-joined, as the script
+writes them) and the raw prompt, with one image per request, four images per prompt (the first four; the
+script draws four at random without a seed), and any number in [0, 1] in the reply is a score. A paraphrase
+on another judge model is not the paper's judge; its numbers say so by their preset.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from unifybench.data.schema import KNOWLEDGE_GEN, Concept, Item
+from unifybench.data.schema import KNOWLEDGE_GEN, PLACEHOLDER, Concept, Item
 from unifybench.evaluators.base import SampleScore
-from unifybench.evaluators.judge_qa import JudgeEvaluator
+from unifybench.evaluators.judge_qa import JudgeEvaluator, reply_parser
+from unifybench.images import SIXTEEN_BIT_MODES, to_rgb
 from unifybench.prompts import concept_text
 
 T2I_PROMPTS = {
@@ -46,6 +53,23 @@ T2I_PROMPTS = {
                 "Prompt the image was generated from: {prompt}\n"
                 "Score the attached image (1, 0.5 or 0):",
     },
+    # Preset `unictokens`: OUR PARAPHRASE of the protocol of UniCTokens eval/4o_judge_t2i.py (its inputs: the
+    # concept's name, info and extra info, the raw prompt, one image per request; its scale 0 / 0.5 / 1 for
+    # no, partial, full match with the extra info; its reply: the score alone). Not its wording.
+    "t2i-unictokens-paraphrase-v1": {
+        "system": (
+            "You are an expert judge of generated images. You are told about a concept: its name, a "
+            "description, and extra information about it. Check whether the image agrees with the extra "
+            "information, as far as the prompt it was generated from calls for it. Score 0 when it does "
+            "not, 0.5 when it agrees in part, 1 when it agrees fully. For instance, if the extra information "
+            "says <lulu> has a red dress and the prompt is \"A photo of <lulu> wearing her dress.\", an image "
+            "of her in a red dress gets 1 and one without a red dress gets 0. Give the score and no "
+            "explanation."
+        ),
+        "user": "Concept:\nname: {name}\ninfo: {info}\nextra_info: {extra_info}\n"
+                "Prompt of the generated image:\n{prompt}\n"
+                "Score the image by these rules, with no explanation.\nScore:",
+    },
 }
 
 _SENT_AS_IS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -58,10 +82,11 @@ def load_image_for_judge(path: Path) -> tuple[bytes, str]:
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format
         im.load()
-        if fmt in _SENT_AS_IS:
+        wide = im.mode in SIXTEEN_BIT_MODES or im.mode in ("I", "F")
+        if fmt in _SENT_AS_IS and not wide:
             return data, _SENT_AS_IS[fmt]
-        buf = io.BytesIO()
-        im.convert("RGBA" if "A" in im.getbands() else "RGB").save(buf, format="PNG")
+        buf = io.BytesIO()   # 16-bit greyscale scaled to 8 bits (the judge never sees a clipped white image)
+        (to_rgb(im, path) if wide else im.convert("RGBA" if "A" in im.getbands() else "RGB")).save(buf, format="PNG")
         return buf.getvalue(), "image/png"
 
 
@@ -70,13 +95,23 @@ class KnowledgeT2I(JudgeEvaluator):
     version = "1"
     tasks = frozenset({KNOWLEDGE_GEN})
     prompt_versions = tuple(T2I_PROMPTS)
-    presets = {"default": {}}
+    presets = {"default": {},
+               "unictokens": {"prompt_version": "t2i-unictokens-paraphrase-v1", "parse": "unit_float",
+                              "max_images": 4}}
     defaults = {**JudgeEvaluator.defaults, "prompt_version": "t2i-v1", "max_images": None}
 
     def messages(self, concept: Concept, item: Item, image_url: str) -> list[dict]:
         prompt = T2I_PROMPTS[self.params["prompt_version"]]
         fmt = self.params["concept_as"]
-        name = concept_text("<sks>", concept, fmt)
+        name = concept_text(PLACEHOLDER, concept, fmt)
+        if "{extra_info}" in prompt["user"]:   # the UniCTokens paraphrase: name, info, extra info (space-joined)
+            text = prompt["user"].format(
+                name=name, info=concept_text(concept.info, concept, fmt).strip(),
+                extra_info=" ".join(concept_text(f, concept, fmt).strip() for f in concept.extra_info),
+                prompt=concept_text(item.prompt, concept, fmt).strip())
+            return [{"role": "system", "content": prompt["system"]},
+                    {"role": "user", "content": [{"type": "text", "text": text},
+                                                 {"type": "image_url", "image_url": {"url": image_url}}]}]
         subject = f"{name} is a {concept.class_noun}." if concept.class_noun else name
         facts = "\n".join(f"- {concept_text(f, concept, fmt).strip()}" for f in item.facts)
         text = prompt["user"].format(subject=subject, facts=facts,
@@ -86,7 +121,8 @@ class KnowledgeT2I(JudgeEvaluator):
                                              {"type": "image_url", "image_url": {"url": image_url}}]}]
 
     def judge(self, concept, items, predictions, ctx, client) -> list[SampleScore]:
-        from unifybench.judge import JudgeRequest, image_data_url, parse_score
+        from unifybench.judge import JudgeRequest, image_data_url
+        parse_score = reply_parser(self.params["parse"])
         out: list[SampleScore | None] = []
         requests, slots = [], []
         limit = self.params["max_images"]

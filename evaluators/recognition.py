@@ -13,6 +13,10 @@ Parsers (param `parser`):
   yochameleon Yo'Chameleon yochameleon.py: yes if "Yes" or "yes" occurs anywhere ("eyes" counts),
               otherwise no if "No" or "no" occurs, otherwise unparsed (wrong). Case-sensitive as coded:
               "YES" is not found.
+  exact       MC-LLaVA eval.py: the reply must equal "Yes" or "No" exactly (no strip, no lower-casing):
+              "Yes." and "yes" are wrong.
+Presets ``mc-llava`` (exact, every item) and ``mc-llava-single`` (exact, the single-concept items ``si_sq``
+only: UniCTokens Table 2's MC-LLaVA-data Rec-Weight) score the mc-llava benchmark.
 A prediction with `error` set is a failed sample (counted in n_failed), never a score.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from unifybench.errors import UserError
 
 from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore
 
-PARSERS = ("strict", "unictokens", "yochameleon")
+PARSERS = ("strict", "unictokens", "yochameleon", "exact")
 # Leading whitespace/punctuation/quotes, then the first run of letters or digits (Unicode-aware).
 _FIRST_WORD = re.compile(r"[\W_]*([^\W_]+)")
 
@@ -63,6 +67,9 @@ def judge(text: str, label: bool, parser: str) -> tuple[bool, str | None]:
         else:
             parsed = None
         return correct, parsed
+    if parser == "exact":
+        parsed = {"Yes": "yes", "No": "no"}.get(text)
+        return parsed == want, parsed
     parsed = parse_strict(text) if parser == "strict" else parse_yochameleon(text)
     return parsed == want, parsed
 
@@ -78,6 +85,8 @@ class Recognition(Evaluator):
         "default": {"parser": "strict"},
         "unictokens": {"parser": "unictokens"},
         "yochameleon": {"parser": "yochameleon"},
+        "mc-llava": {"parser": "exact"},
+        "mc-llava-single": {"parser": "exact", "types": ["si_sq"]},
     }
 
     def __init__(self, preset: str | None = None, **params: Any):
@@ -109,6 +118,13 @@ class Recognition(Evaluator):
                 out.append(SampleScore(item.id, concept.name, 1.0 if correct else 0.0, detail=detail))
         return out
 
+    def score_missing(self, concept: Concept, items: list[Item], ctx: EvalContext) -> list[SampleScore]:
+        """A missing answer is wrong for its label: a positive not recalled, a negative not rejected."""
+        return [SampleScore(i.id, concept.name, 0.0, detail={"label": i.label, "parsed": None, "missing": True})
+                if i.label is not None else
+                SampleScore(i.id, concept.name, None, failed="item has no yes/no label", detail={"label": None})
+                for i in items if i.task in self.tasks]
+
     # --- reductions ---------------------------------------------------------------------------------
     @staticmethod
     def _recalls(scores: list[SampleScore]) -> dict[str, Any]:
@@ -120,7 +136,7 @@ class Recognition(Evaluator):
             "negative_recall": sum(neg) / len(neg) if neg else None,
             "n_positive": len(pos),
             "n_negative": len(neg),
-            "n_unparsed": sum(1 for s in ok if s.detail.get("parsed") is None),
+            "n_unparsed": sum(1 for s in ok if s.detail.get("parsed") is None and not s.detail.get("missing")),
         }
 
     def concept_value(self, scores: list[SampleScore]) -> float | None:

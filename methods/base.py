@@ -30,6 +30,7 @@ class Method:
     name: str = ""
     tasks: frozenset[str] = frozenset()      # item tasks this method can answer
     not_scored_by: frozenset[str] = frozenset()   # evaluators whose cells the papers leave "-" for this row
+    calls_api: bool = False                  # answers through an OpenAI-compatible server (--set base_url=)
     config_cls: type | None = None           # dataclass of hyperparameters
     presets: dict[str, dict[str, Any]] = {}  # preset name -> field overrides
     # The local model the method answers with (a unifybench.models backbone), set by `setup`; None: none
@@ -103,6 +104,19 @@ class Method:
         if self.backbone is not None:
             from unifybench.models.concept_tokens import detach
             detach(self.backbone)
+
+    def asked(self, items: list[Item]) -> list[Item]:
+        """The items this method is set to answer: all of them, except the generation prompts a recorded
+        `gen_prompts_limit` setting leaves out (the tiny presets draw one prompt per task). The runner scores
+        an asked item without a prediction as wrong; the others are reported as not asked."""
+        limit = 0
+        if self.config is not None and "gen_prompts_limit" in {f.name for f in dataclasses.fields(self.config)}:
+            limit = int(self.config.gen_prompts_limit)
+        if limit <= 0:
+            return list(items)
+        kept = {i.id for i in generation_items(items, self.tasks, limit)}
+        from unifybench.data.schema import IMAGE_TASKS
+        return [i for i in items if i.task not in IMAGE_TASKS or i.id in kept]
 
     def predict(self, concept: Concept, items: list[Item], out_dir: Path) -> list[Prediction]:
         """Answer/generate every item; images go under `out_dir` (paths relative to the run folder)."""

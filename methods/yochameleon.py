@@ -158,6 +158,11 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
                      gen_prompts_limit=1, images_per_prompt=2, max_new_tokens=8),
         # What the released code does: lm_head rows restored for the identifier only at test, no <g> prefix.
         "code": dict(head_rows="identifier", self_prompting=False),
+        # Ablations (supp. Fig. 2, main Sec. 3.3): soft-positive counts; positive images only (no retrieved
+        # images at all); two token sets concatenated without self-prompting.
+        **{f"soft-{n}": dict(n_soft_positives=n) for n in (0, 200, 500)},
+        "positive-only": dict(n_soft_positives=0, n_hard_negatives=0),
+        "separated": dict(self_prompting=False),
     }
 
     def setup(self) -> None:

@@ -69,6 +69,10 @@ class YoLLaVA(SoftPromptMethod):
         "code": dict(head_rows="all"),
         # UniCTokens Table 1's Yo'LLaVA(Phi-1.5): a LLaVA whose language model is Phi-1.5 (--model llava=PATH).
         "phi": dict(language_model="phi"),
+        # Yo'LLaVA's ablations: without retrieved hard negatives; k latent tokens; n training photos.
+        "no-hard-negatives": dict(n_hard_negatives=0),
+        **{f"k-{k}": dict(num_tokens=k) for k in (0, 4, 8, 32)},
+        **{f"n-{n}": dict(n_train_images=n, n_recognition_positives=15 * n) for n in (1, 3, 7, 10)},
         "tiny-phi": dict(backbone="tiny-phi", language_model="phi", epochs=3, lr=3e-2, batch_size=2,
                          n_train_images=3, n_recognition_positives=6, n_hard_negatives=3, n_random_negatives=3,
                          max_new_tokens=8),

@@ -79,7 +79,11 @@ def test_eval_counts_missing_items_and_rejects_unknown_ids(predictions, tmp_path
     assert main(["eval", "--predictions", str(folder / "half.jsonl"), "--evaluators", "recognition",
                  "--output-dir", str(out), "--no-progress"]) == 0
     rec = json.loads((out / "results.json").read_text())["results"]["unifybench-mini"]["recognition"]
-    assert rec["n"] + rec["n_missing"] == 64 and rec["n_missing"] > 0
+    assert rec["n"] == 64 and rec["n_missing"] > 0 and rec["missing"] == "wrong"   # a missing answer is wrong
+    assert main(["eval", "--predictions", str(folder / "half.jsonl"), "--evaluators", "recognition",
+                 "--output-dir", str(out), "--no-progress", "--missing", "exclude"]) == 0
+    old = json.loads((out / "results.json").read_text())["results"]["unifybench-mini"]["recognition"]
+    assert old["n"] + old["n_missing"] == 64 and old["n_missing"] == rec["n_missing"]
     (folder / "bad.jsonl").write_text(json.dumps({"item_id": "unifybench-mini/dog/rec/nope", "answer": "Yes"}) + "\n")
     assert main(["eval", "--predictions", str(folder / "bad.jsonl"), "--output-dir", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -321,3 +321,34 @@ def test_t2i_score_with_images_facts_and_a_broken_file(tmp_path, key):
     assert sorted(u.split(";")[0] for u in urls) == ["data:image/jpeg", "data:image/png", "data:image/png",
                                                      "data:image/png"]   # the BMP went as PNG
     assert key not in all_text(run, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("reply,value", [("0.7", 0.7), ("1", 1.0), (" 0 ", 0.0), ("Score:: 0.5", 0.5),
+                                         ("The answer is off. Score:: 1.0", 1.0), ("1.5", None), ("-0.2", None),
+                                         ("Score: 1", None), ("one", None), ("", None)])
+def test_unictokens_reading_of_a_reply(reply, value):
+    """eval_p_mmu.py: float(reply.split("Score::")[-1].strip()) with 0 <= score <= 1 (values by hand)."""
+    from unifybench.evaluators.judge_qa import parse_unit_float
+    assert parse_unit_float(reply) == value
+
+
+def test_t2i_unictokens_preset_sends_name_info_extra_info_and_four_images(tmp_path, key):
+    run = tmp_path / "run"
+    (run / "img").mkdir(parents=True)
+    colours = [(255, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
+    paths = ["img/" + _image(run / "img" / f"{k}.png", c) for k, c in enumerate(colours)]
+    concept = Concept(name="bo", category="pet", class_noun="dog", info="<sks> is a shiba inu.",
+                      extra_info=("<sks> wears a red scarf.", "<sks> has a bell."))
+    item = Item(id="t/bo/knowledge_gen/0", concept="bo", task=KNOWLEDGE_GEN, prompt="<sks> in winter.",
+                facts=concept.extra_info, n_images=6)
+    bench = Bench({"bo": [item]}, [concept])
+    with FakeJudge(expected_key=key, model=MODEL, seed=SEED) as judge:
+        res, _ = run_score(bench, {"bo": [pred(item, images=paths)]}, KnowledgeT2I(preset="unictokens", **FAST),
+                           run, tmp_path / "cache", judge.base_url)
+        bodies = list(judge.requests)
+    assert len(bodies) == 4                                   # four images of the prompt, one per request
+    assert res["value"] == pytest.approx((1 + 1 + 0.5 + 0) / 4) and res["preset"] == "unictokens"
+    text = next(p["text"] for p in bodies[0]["messages"][1]["content"] if p["type"] == "text")
+    assert "name: <bo>\ninfo: <bo> is a shiba inu.\nextra_info: <bo> wears a red scarf. <bo> has a bell.\n" in text
+    assert "<bo> in winter." in text and "<sks>" not in text
+    assert sum(p["type"] == "image_url" for p in bodies[0]["messages"][1]["content"]) == 1

@@ -61,7 +61,7 @@ def test_every_spec_and_reported_file_loads_and_agrees():
         rep = spec.reported
         assert rep is not None, name
         assert [r.id for r in spec.rows] == list(rep.rows), f"{name}: spec rows must list every reported row in order"
-        assert [c.id for c in spec.columns] == list(rep.columns), f"{name}: a column per reported column"
+        assert [c.id for c in spec.columns if c.in_paper] == list(rep.columns), f"{name}: a column per reported column"
         for r in rep.rows.values():
             assert set(r["values"]) == set(rep.columns), f"{name}/{r['id']}: a value for every column"
             assert rep.source_of(r["id"], next(iter(rep.columns))).startswith(rep.source["paper"])
@@ -115,6 +115,17 @@ def test_reported_values_equal_the_paper_text():
         rep = tables.load_reported(path)
         lines = (shared / rep.source["file"]).read_text(encoding="utf-8").splitlines()
         for r in rep.rows.values():
+            if "line" not in r:   # a row the paper names without a number: every cell says so
+                assert set(r["values"].values()) <= {"not printed", "-"}, f"{path.name}: {r['id']}"
+                continue
+            if "quote" in r:      # a number from prose: each typed number stands in the quoted words
+                quotes = {r["line"]: r["quote"], **{int(k): v for k, v in r.get("quote_more", {}).items()}}
+                for n, q in quotes.items():
+                    assert q in lines[n - 1], f"{path.name}: {r['id']}: quote not on line {n}"
+                words = " ".join(quotes.values())
+                for v in r["values"].values():
+                    assert v in ("-", "not printed") or v in words, f"{path.name}: {r['id']}: {v!r} not quoted"
+                continue
             cells = [norm(c) for c in lines[r["line"] - 1].split("\t")]
             assert r["row"] in cells, f"{path.name}: row {r['row']!r} not on line {r['line']}"
             printed = [c for c in cells[cells.index(r["row"]) + 1:] if c]
@@ -197,7 +208,7 @@ def test_yochameleon_ties_share_the_mark_and_text_cells_are_not_ranked():
 def test_reproduced_lines_sit_under_their_row_with_the_difference(tmp_path):
     ours = write_results(tmp_path / "uni", "unictokens", "paper",
                          {"recognition": (0.8004, "unictokens"),
-                          "clip_i": (0.7, "unifybench", {"gen": 0.74, "knowledge_gen": 0.66})})
+                          "clip_i": (0.7, "unifybench_legacy", {"gen": 0.74, "knowledge_gen": 0.66})})
     yoc = write_results(tmp_path / "yoc", "yochameleon", "paper",
                         {"recognition": (0.7, "unictokens"), "clip_i": (0.71, "yochameleon", {"gen": 0.71})})
     table = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(ours), load_results(yoc)])
@@ -217,15 +228,53 @@ def test_reproduced_lines_sit_under_their_row_with_the_difference(tmp_path):
     col = [c.id for c in table.columns]
     assert uni[2 + col.index("gen_clip_i")] == "0.740 (-0.010)"
     assert uni[2 + col.index("t2i_clip_i")] == "0.660 (-0.089)"
-    # clip_i of the Yo'Chameleon run used preset 'yochameleon', the column wants 'unifybench' or 'default'
+    # clip_i of the Yo'Chameleon run used preset 'yochameleon', the column wants the paper's 'unifybench_legacy'
     assert rows["↳ reproduced: yoc"][2 + col.index("gen_clip_i")] == "-"
     assert any("preset 'yochameleon'" in w for w in table.warnings)
     relaxed = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(yoc)], any_preset=True)
     assert "0.710‡ (+0.013)" in tables.render(relaxed, "md")
 
 
+def test_corrected_clip_preprocessing_is_a_second_labelled_line(tmp_path):
+    """Table 1's CLIP columns are the paper's squeezed pipeline; a run with the corrected one fills a second,
+    labelled, unranked line without a difference to the paper, never the reproduced line."""
+    fixed = write_results(tmp_path / "fixed", "unictokens", "paper",
+                          {"recognition": (0.8, "unictokens"), "clip_i": (0.7, "unifybench", {"gen": 0.76}),
+                           "clip_t": (0.3, "default", {"gen": 0.31})})
+    legacy = write_results(tmp_path / "legacy", "unictokens", "paper",
+                           {"clip_i": (0.7, "unifybench_legacy", {"gen": 0.70})})
+    table = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(fixed), load_results(legacy)])
+    lines = {l.label: l for l in table.lines if l.row_id == "unictokens"}
+    main, second = lines["↳ reproduced: fixed"], lines["↳ corrected CLIP preprocessing (ours): fixed"]
+    assert main.cells["gen_clip_i"].text == "-" and main.cells["rec_weight"].text == "0.800"
+    assert second.cells["gen_clip_i"].full == 0.76 and second.cells["gen_clip_i"].diff is None
+    assert second.cells["gen_clip_t"].full == 0.31 and second.cells["rec_weight"].text == ""
+    assert second.kind == "second" and not second.ranked and second.cells["gen_clip_i"].mark is None
+    assert lines["↳ reproduced: legacy"].cells["gen_clip_i"].full == 0.70
+    assert "↳ corrected CLIP preprocessing (ours): legacy" not in lines     # nothing to show: no line
+    md = tables.render(table, "md")
+    assert "CLIP-I = clip_i, unifybench_legacy" in md and "corrected CLIP preprocessing (ours)\": " in md
+
+
+def test_every_metric_column_states_evaluator_and_preset_and_the_table_shows_them(tmp_path):
+    for name in tables.spec_names():
+        spec = tables.load_spec(name)
+        text = tables.render(tables.build_table(spec, []), "md")
+        for col in spec.columns:
+            if col.kind == "metric":
+                assert col.evaluator and col.preset, f"{name}/{col.id}"
+                assert f"{tables.column_title(col)} = {col.evaluator}, {' or '.join(col.preset)}" in text
+    bad = json.loads((tables.leaderboards_dir() / "specs" / "unictokens_table1.json").read_text())
+    bad["columns"] = [c for c in bad["columns"] if c.get("kind") != "info"]
+    bad["columns"][0]["preset"] = None
+    bad["reported"], bad["rows"] = None, []
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(tables.UserError, match="preset"):
+        tables.load_spec(str(tmp_path / "bad.json"))
+
+
 def test_task_columns_need_a_by_task_breakdown(tmp_path):
-    flat = write_results(tmp_path / "flat", "unictokens", "paper", {"clip_i": (0.7, "default")})
+    flat = write_results(tmp_path / "flat", "unictokens", "paper", {"clip_i": (0.7, "unifybench_legacy")})
     table = tables.build_table(tables.load_spec("unictokens_table1"), [load_results(flat)])
     line = [l for l in table.lines if l.kind == "reproduced"][0]
     assert line.cells["gen_clip_i"].text == "-" and line.cells["t2i_clip_i"].text == "-"
@@ -296,7 +345,7 @@ def test_custom_spec_rows_outside_the_paper_and_unranked_rows(tmp_path):
     spec_path.write_text(json.dumps({
         "format": "unifybench-spec/1", "name": "mine", "title": "Mine", "reported": str(reported),
         "benchmarks": ["dreambench"], "rank": {"exclude_rows": ["real_images"]},
-        "columns": [{"id": "dreambench_clip_i", "label": "CLIP-I", "evaluator": "clip_i", "preset": None,
+        "columns": [{"id": "dreambench_clip_i", "label": "CLIP-I", "evaluator": "clip_i", "preset": "default",
                      "higher_is_better": True}],
         "rows": [{"id": "real_images", "match": [{"method": "real_images"}]},
                  {"id": "yochameleon", "match": [{"method": "yochameleon"}]},
@@ -317,11 +366,22 @@ def test_custom_spec_rows_outside_the_paper_and_unranked_rows(tmp_path):
 
 
 def test_yollava_mc_columns_read_the_by_kind_breakdown(tmp_path):
-    run = write_results(tmp_path / "yl", "yollava", "paper", {"mc": (0.8, None)}, benchmark="yollava")
+    run = write_results(tmp_path / "yl", "yollava", "paper", {"mc": (0.8, "unictokens")}, benchmark="yollava")
     doc = json.loads(run.read_text())
     doc["results"]["yollava"]["mc"]["by_kind"] = {"visual_qa": {"value": 0.9}, "text_qa": {"value": 0.7}}
+    doc["results"]["yollava"]["mc"]["beside_default"] = {
+        "preset": "default", "by_kind": {"visual_qa": {"value": 0.5}, "text_qa": {"value": 0.25}}}
     run.write_text(json.dumps(doc))
     table = tables.build_table(tables.load_spec("unictokens_table2_understanding"), [load_results(run)])
     line = next(l for l in table.lines if l.kind == "reproduced")
     assert line.row_id == "yollava"
     assert line.cells["yollava_vqa_acc"].full == 0.9 and line.cells["yollava_qa_acc"].full == 0.7
+    # our circular figure beside each, labelled, with no paper value to differ from
+    assert line.cells["yollava_vqa_acc_circular"].full == 0.5 and line.cells["yollava_vqa_acc_circular"].diff is None
+    assert line.cells["yollava_qa_acc_circular"].full == 0.25
+    cols = [c.label for c in table.columns]
+    assert cols.index("VQA Acc (circular, ours)") == cols.index("VQA Acc") + 1
+    circular_only = write_results(tmp_path / "c", "yollava", "paper", {"mc": (0.8, "default")}, benchmark="yollava")
+    table = tables.build_table(tables.load_spec("unictokens_table2_understanding"), [load_results(circular_only)])
+    line = next(l for l in table.lines if l.kind == "reproduced")
+    assert line.cells["yollava_vqa_acc"].text == "-"        # a circular run never fills the paper's column

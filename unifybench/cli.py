@@ -43,6 +43,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", help="judge model name on that server")
     p.add_argument("--judge", choices=["on", "none"], default="on",
                    help="none: switch judge metrics off (reported as off, not as zero)")
+    p.add_argument("--missing", choices=["wrong", "exclude"], default="wrong",
+                   help="an item without a prediction: scored as a wrong answer (default) or left out of every "
+                        "denominator (exclude); counted as n_missing either way")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default="unifybench-mini")
     p.add_argument("--data-root")
     p.add_argument("--concepts")
-    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen)")
+    p.add_argument("--task", help="only items of this task (rec, vqa, text_qa, mc, gen, knowledge_gen, caption)")
 
     p = sub.add_parser("validate", help="check a benchmark's files: schemas and every image")
     p.add_argument("--benchmark", default="unifybench-mini")
@@ -90,7 +93,7 @@ def _spec_from_args(args, method: str):
                    models=_key_values(args.model, "--model"), resume=getattr(args, "resume", True),
                    cache_dir=args.cache_dir, tiny=tiny, progress=False if args.no_progress else None,
                    judge_base_url=args.judge_base_url, judge_model=args.judge_model,
-                   judge_enabled=args.judge != "none")
+                   judge_enabled=args.judge != "none", missing=args.missing)
 
 
 def cmd_run(args) -> int:
@@ -209,6 +212,7 @@ PLUGGED = {
     "regress": ("unifybench.commands.regress", "compare results with a golden file; exit 1 on drift"),
     "compare": ("unifybench.commands.compare", "paired differences between two runs over shared concepts"),
     "report": ("unifybench.commands.report", "a static HTML report with tables and image grids"),
+    "reproduce": ("unifybench.commands.reproduce", "plan, run (here or on Slurm) and render a whole paper table"),
 }
 
 

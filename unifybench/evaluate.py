@@ -63,8 +63,10 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)
     out = Path(spec.output_dir)
+    # The tasks the file answers are the ones asked: an item of such a task without a line is missing.
+    asked = {c.name: {i.id for i in benchmark.items(c) if i.task in tasks} for c in concepts}
     with Progress(spec.progress) as progress:  # image paths are absolute by now
-        results = score(benchmark, concepts, by_concept, evaluators, out, spec, progress)
+        results = score(benchmark, concepts, by_concept, evaluators, out, spec, progress, asked=asked)
     method = {"name": "predictions", "preset": None, "config": {"files": [str(p) for p in paths]}}
     doc = results_document(spec, method, benchmark, concepts, evaluators, results)
     write_json(out / "results.json", doc)

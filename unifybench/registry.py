@@ -103,6 +103,8 @@ BENCHMARKS.register("unifybench", "unifybench.data.unifybench:UnifyBench",
                     "UnifyBench (UniCTokens paper): 20 concepts, understanding + generation + knowledge T2I")
 BENCHMARKS.register("yollava", "unifybench.data.yollava:YoLLaVA",
                     "Yo'LLaVA (NeurIPS 2024): 40 concepts, recognition, visual + text A/B QA (circular), generation")
+BENCHMARKS.register("mc-llava", "unifybench.data.mc_llava:MCLLaVA",
+                    "MC-LLaVA: 2-4 concept scenarios; single/multi-concept recognition, VQA, choice, grounding, captions")
 BENCHMARKS.register("dreambench", "unifybench.data.dreambench:DreamBench",
                     "DreamBench (DreamBooth, CVPR 2023): 30 subjects x 25 prompts x 4 images")
 
@@ -111,6 +113,8 @@ METHODS.register("yochameleon", "unifybench.methods.yochameleon:YoChameleon",
 METHODS.register("unictokens", "unifybench.methods.unictokens:UniCTokens", "UniCTokens (NeurIPS 2025): unified concept tokens on Show-o, three-stage training")
 METHODS.register("yollava", "unifybench.methods.yollava:YoLLaVA",
                  "Yo'LLaVA (NeurIPS 2024): <sks> + 16 latent tokens on LLaVA-1.5, hard negatives, text-only QA")
+METHODS.register("mc-llava", "unifybench.methods.mc_llava:MCLLaVA",
+                 "MC-LLaVA: <name> + 16 latent tokens per concept, trained jointly per scenario on LLaVA-1.6 (anyres)")
 METHODS.register("chameleon-full-ft", "unifybench.methods.full_finetune:ChameleonFullFinetune",
                  "Full-model fine-tuning of Chameleon/Anole (Yo'Chameleon supp. Table 1): 'A photo of <sks>', lr 1e-7")
 
@@ -155,6 +159,8 @@ EVALUATORS.register("bleu", "unifybench.evaluators.bleu:Bleu",
                     "BLEU of answers vs the reference: word BLEU-4 (sacrebleu); preset unictokens = char BLEU (nltk)")
 EVALUATORS.register("mc", "unifybench.evaluators.multiple_choice:MultipleChoice",
                     "Multiple choice: letter or option text, circular over option orders, constant-'A' beside it")
+EVALUATORS.register("caption", "unifybench.evaluators.caption:CaptionRecall",
+                    "Caption recall (MC-LLaVA): the fraction of the image's concepts the caption names")
 EVALUATORS.register("judge_qa", "unifybench.evaluators.judge_qa:JudgeQA",
                     "LLM judge (OpenAI-compatible server): 0 / 0.5 / 1 for a free-form answer vs the reference")
 EVALUATORS.register("t2i_score", "unifybench.evaluators.knowledge:KnowledgeT2I",

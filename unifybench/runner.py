@@ -78,7 +78,9 @@ def run(spec: RunSpec) -> dict:
         # Rank 0 reads every unit back from disk, in concept order: the same with 1 rank or many.
         predictions = {c.name: [Prediction.from_json(r) for r in read_jsonl(out / "concepts" / c.name / "predictions.jsonl")]
                        for c in concepts}
-        results = score(benchmark, concepts, predictions, evaluators, out, spec, progress)
+        asked = {c.name: {i.id for i in method.asked([i for i in benchmark.items(c) if i.task in wanted])}
+                 for c in concepts}
+        results = score(benchmark, concepts, predictions, evaluators, out, spec, progress, asked=asked)
         forgetting = run_forgetting(method, concepts, evaluators, out, spec)
     distributed.finish()
 

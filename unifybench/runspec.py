@@ -51,6 +51,7 @@ class RunSpec:
     judge_base_url: str | None = None             # OpenAI-compatible server for judge metrics
     judge_model: str | None = None
     judge_enabled: bool = True                    # --judge none switches judge metrics off
+    missing: str = "wrong"                        # an item without a prediction: "wrong" or "exclude" (old)
 
 
 def make_benchmark(name: str, data_root: str | None) -> Benchmark:

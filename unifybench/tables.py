@@ -30,8 +30,10 @@ Two kinds of data file live under ``leaderboards/`` (installed as ``unifybench.l
         {"id": "model_size", "label": "Size", "kind": "info"},     # text from the reported file only
         {"id": "rec_weight", "label": "Rec. Weight", "group": "Personalized Understanding",
          "evaluator": "recognition",         # results[benchmark][evaluator]
-         "preset": "unictokens",             # evaluator preset(s) the paper's protocol needs (a name or a
-                                             # list of names); null: any
+         "preset": "unictokens",             # evaluator preset(s) that reproduce the paper's definition (a
+                                             # name or a list of names; required: every column states it)
+         "protocol": "...",                  # optional: what the preset does or does not reproduce
+         "in_paper": true,                   # false: our own figure beside the paper's (no reported value)
          "task": "vqa",                      # optional: only this task's items, read from the result's
                                              # "by_task": {task: {value, n, n_failed, per_concept}}
          "field": "value",                   # dotted path inside that result (default "value")
@@ -41,6 +43,9 @@ Two kinds of data file live under ``leaderboards/`` (installed as ``unifybench.l
          "scale": 1,                         # optional multiplier (e.g. 100 for percentages)
          "format": ".3f",                    # optional, overrides number_format
          "higher_is_better": true}],         # which direction is better (default true)
+     "second_lines": [                       # optional: more lines per run, each labelled, for figures the
+        {"label": "corrected preprocessing (ours)",   # paper did not print (read with other presets)
+         "columns": {"gen_clip_i": {"preset": ["unifybench", "default"]}}}],
      "rows": [
         {"id": "unictokens",                 # a reported row id (label and group come from it) ...
          "label": "UniCTokens (Ours)",       # ... optional overrides of the printed label / group
@@ -66,7 +71,10 @@ never 0. Best is bold and second best underlined (md ``**x**`` / ``<u>x</u>``, t
 among the reproduced lines (a reproduced line of an unranked row is not ranked either); ties share
 the mark; a column with fewer than two values gets no marks.
 Lines from results whose ``tiny`` is true carry "†" and a footnote and are never ranked: random tiny
-models say nothing about any method.
+models say nothing about any method. A footnote names, per metric column, its evaluator and preset (and the
+column's ``protocol`` note). A ``second_lines`` entry adds, under each reproduced line, "↳ <label>: <run>"
+with only its columns, read with its own presets and fields (e.g. the corrected CLIP preprocessing beside the
+paper's squeezed one); such lines are never ranked and carry no difference to the paper.
 """
 from __future__ import annotations
 
@@ -77,7 +85,7 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +148,14 @@ class Column:
     higher_is_better: bool = True
     source: str = "results"         # "results" | "forgetting"
     condition: str = "plain"        # forgetting: which condition's personalized models
+    protocol: str = ""              # what the preset reproduces of the paper's definition (footnote)
+    in_paper: bool = True           # False: our figure beside the paper's columns, never in the reported file
+
+
+@dataclass
+class SecondLine:
+    label: str
+    columns: dict[str, Column]      # column id -> the column as this line reads it (its preset, field)
 
 
 @dataclass
@@ -164,6 +180,7 @@ class Spec:
     exclude_rows: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     row_header: str = "Method"
+    second_lines: list[SecondLine] = field(default_factory=list)
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -266,6 +283,9 @@ def load_spec(name: str) -> Spec:
             raise DataError(path, f"kind must be 'metric' or 'info', not {kind!r}", where)
         if kind == "metric" and not c.get("evaluator"):
             raise DataError(path, "a metric column needs 'evaluator'", where)
+        if kind == "metric" and not c.get("preset"):
+            raise DataError(path, "a metric column states the evaluator preset that reproduces the paper's "
+                                  "definition ('preset': a name or a list of names)", where)
         if kind == "info" and (reported is None or cid not in reported.columns):
             raise DataError(path, f"info column {cid!r} has no column in the reported file", where)
         col = Column(id=cid, label=c.get("label", cid), group=c.get("group", ""), kind=kind,
@@ -274,7 +294,10 @@ def load_spec(name: str) -> Spec:
                      benchmarks=_str_list(c.get("benchmarks"), path, where + ".benchmarks"),
                      scale=float(c.get("scale", 1.0)), format=c.get("format", fmt),
                      higher_is_better=bool(c.get("higher_is_better", True)),
-                     source=c.get("source", "results"), condition=c.get("condition", "plain"))
+                     source=c.get("source", "results"), condition=c.get("condition", "plain"),
+                     protocol=c.get("protocol", ""), in_paper=bool(c.get("in_paper", True)))
+        if not col.in_paper and reported is not None and cid in reported.columns:
+            raise DataError(path, f"column {cid!r} is marked in_paper false but the reported file has it", where)
         if col.source not in ("results", "forgetting"):
             raise DataError(path, f"source must be 'results' or 'forgetting', not {col.source!r}", where)
         _check_format(col.format, path, where + ".format")
@@ -297,8 +320,21 @@ def load_spec(name: str) -> Spec:
                         rank=bool(r.get("rank", True))))
     if len({r.id for r in rows}) != len(rows):
         raise DataError(path, "row ids must be unique", "rows")
+    by_id = {c.id: c for c in columns}
+    second = []
+    for i, sl in enumerate(d.get("second_lines", []) or []):
+        where = f"second_lines[{i}]"
+        cols = {}
+        for cid, over in _need(sl, "columns", path, where, dict).items():
+            if cid not in by_id or by_id[cid].kind != "metric":
+                raise DataError(path, f"no metric column {cid!r}", where)
+            if not isinstance(over, dict) or not over.get("preset"):
+                raise DataError(path, f"column {cid!r} needs its own 'preset'", where)
+            cols[cid] = replace(by_id[cid], preset=_str_list(over["preset"], path, where + ".preset"),
+                                field=over.get("field", by_id[cid].field))
+        second.append(SecondLine(label=_need(sl, "label", path, where), columns=cols))
     rank = d.get("rank", {}) or {}
-    return Spec(name=d.get("name", path.stem), path=path, title=d.get("title", path.stem), columns=columns,
+    return Spec(second_lines=second, name=d.get("name", path.stem), path=path, title=d.get("title", path.stem), columns=columns,
                 rows=rows, reported=reported, benchmarks=_str_list(d.get("benchmarks"), path, "benchmarks"),
                 exclude_groups=list(rank.get("exclude_groups", [])), exclude_rows=list(rank.get("exclude_rows", [])),
                 notes=list(d.get("notes", [])), row_header=d.get("row_header", "Method"))
@@ -327,7 +363,7 @@ class Cell:
 
 @dataclass
 class Line:
-    kind: str                        # "reported" | "reproduced" | "extra"
+    kind: str                        # "reported" | "reproduced" | "extra" | "second"
     row_id: str
     label: str
     group: str
@@ -374,7 +410,18 @@ class Table:
             notes.append(TINY_FOOTNOTE)
         if any(c.flag for l in self.lines for c in l.cells.values()):
             notes.append(PRESET_FOOTNOTE)
+        notes.append("Columns (evaluator, preset): " + "; ".join(
+            f"{column_title(c)} = {c.evaluator}, {' or '.join(c.preset or [])}"
+            + (f" ({c.protocol})" if c.protocol else "") for c in self.columns if c.kind == "metric") + ".")
+        for sl in self.spec.second_lines:
+            notes.append(f"Lines \"{sl.label}\": " + "; ".join(
+                f"{column_title(c)} = {c.evaluator}, {' or '.join(c.preset or [])}" for c in sl.columns.values())
+                + " (not the paper's definition; not ranked).")
         return notes
+
+
+def column_title(col: Column) -> str:
+    return f"{col.group} / {col.label}" if col.group else col.label
 
 
 def parse_number(text: str | None) -> float | None:
@@ -483,14 +530,17 @@ def build_table(spec: Spec, results: list[ResultsFile], forced: dict[Path, str] 
         else:
             by_row.setdefault(row.id, []).append(rf)
 
-    def reproduced_line(kind: str, row_id: str, label: str, group: str, rf: ResultsFile, ranked: bool) -> Line:
+    def reproduced_line(kind: str, row_id: str, label: str, group: str, rf: ResultsFile, ranked: bool,
+                        reading: dict[str, Column] | None = None) -> Line:
         cells = {}
         for col in spec.columns:
-            if col.kind == "info":
+            if col.kind == "info" or (reading is not None and col.id not in reading):
                 cells[col.id] = Cell("")
                 continue
-            v, flag, warning = lookup(spec, col, rf, any_preset)
-            if warning and warning not in table.warnings:
+            if reading is not None:
+                col = reading[col.id]
+            v, flag, warning = lookup(spec, col, rf, any_preset and reading is None)
+            if warning and reading is None and warning not in table.warnings:   # a second line is optional
                 table.warnings.append(warning)
             if v is None:
                 cells[col.id] = Cell("-", source=str(rf.path))
@@ -521,6 +571,11 @@ def build_table(spec: Spec, results: list[ResultsFile], forced: dict[Path, str] 
         for rf in by_row.get(row.id, []):
             table.lines.append(reproduced_line("reproduced", row.id, f"↳ reproduced: {rf.label}", row.group, rf,
                                                ranked))
+            for sl in spec.second_lines:
+                line = reproduced_line("second", row.id, f"↳ {sl.label}: {rf.label}", row.group, rf, False,
+                                       reading=sl.columns)
+                if any(c.value is not None for c in line.cells.values()):
+                    table.lines.append(line)
     for rf in extras:
         label = f"{rf.method or '?'} ({rf.preset or '-'}): {rf.label}"
         table.lines.append(reproduced_line("extra", "", label, EXTRA_GROUP, rf, True))

@@ -11,13 +11,21 @@ rotation of its options (option texts shift one place per rotation, the letters 
 counts as correct only if **every** order is answered correctly; with ``circular=False`` only the order as
 given is asked.
 
-**Prompt** (Yo'Chameleon's ``model_vqa_mmbench.py``): the image, a newline; the hint and a newline if there
-is one; the question; one line per option "A. text"; then "Answer with the option's letter from the given
-choices directly."; end of turn; greedy.
+**Prompt** (``prompt_layout="default"``): the image, a newline; the hint and a newline if there is one; the
+question; one line per option "A. text"; then "Answer with the option's letter from the given choices
+directly."; end of turn; greedy, at most 10 new tokens (room for "The answer is B", which the extraction
+reads).
+
+**Preset** ``yochameleon``: Yo'Chameleon's ``evaluation/forgetting/model_vqa_mmbench.py`` as its
+``scripts/eval/eval_mmbench.sh`` runs it (``--single-pred-prompt``, temperature 0, its default
+``max_new_tokens`` 1): the image, a newline **and a space** (``"<image>\n " + question``), the same text, then
+**two** end-of-turn tokens (one written into the text, one appended by the processor); greedy, **one** new
+token. The reply is that one token (the script keeps the text after the prompt's end-of-turn tokens), read by
+the same extraction. The Yo'Chameleon supplementary Table 1 "MMBench" column reads this preset.
 
 **Extraction.** :func:`unifybench.evaluators.multiple_choice.parse_choice` (the reply's option letter, else
-one option's text). When that fails and a judge is configured and on (``judge=True``, ``--judge-base-url``,
-not ``--judge none``), the judge is asked which option the reply means (prompt ``mmbench-v1``, a letter or Z
+one option's text; a reply naming several options is ambiguous, counted in ``n_ambiguous``). When that
+fails and a judge is configured and on (``judge=True``, ``--judge-base-url``, not ``--judge none``), the judge is asked which option the reply means (prompt ``mmbench-v1``, a letter or Z
 for none). Whatever is still unresolved (no judge, judge says Z, judge request failed) is **wrong and
 counted** (``n_unparsed``, ``n_judge_failed``); it is never replaced by a random option. A generation that
 raised fails its question (``n_failed``), which is left out of the accuracy.
@@ -106,8 +114,13 @@ def circular_groups(rows: list[dict], circular: bool = True) -> dict[int, list[d
     return groups
 
 
-def prompt_text(order: dict) -> str:
-    text = "\n"
+# layout -> (text right after the image, number of end-of-turn tokens closing the question)
+LAYOUTS = {"default": ("\n", 1), "yochameleon": ("\n ", 2)}
+
+
+def prompt_text(order: dict, layout: str = "default") -> str:
+    """The question text that follows the image (see the module doc for the two layouts)."""
+    text = LAYOUTS[layout][0]
     if order["hint"]:
         text += order["hint"] + "\n"
     text += order["question"]
@@ -141,6 +154,7 @@ def summarise(orders: list[dict]) -> dict[str, Any]:
         "n_rule": sum(1 for o in scored if o.get("how") in ("letter", "text")),
         "n_judged": sum(1 for o in scored if o.get("how") == "judge"),
         "n_unparsed": sum(1 for o in scored if o.get("how") is None),
+        "n_ambiguous": sum(1 for o in scored if o.get("ambiguous")),
         "n_judge_failed": sum(1 for o in scored if o.get("judge_error")),
         "per_category": {c: sum(v) / len(v) for c, v in sorted(by_cat.items())},
     }
@@ -153,11 +167,15 @@ class MMBench(ModelEvaluator):
     version = "1"
     env_var = "UNIFYBENCH_MMBENCH_ROOT"
     defaults = {**ModelEvaluator.defaults, "tsv": "mmbench_dev_20230712.tsv", "circular": True,
-                "max_new_tokens": 10, "judge": True, "judge_prompt": "mmbench-v1"}
-    presets = {"default": {}}
+                "max_new_tokens": 10, "judge": True, "judge_prompt": "mmbench-v1", "prompt_layout": "default"}
+    presets = {"default": {},
+               "yochameleon": {"max_new_tokens": 1, "prompt_layout": "yochameleon"}}
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
+        if self.params["prompt_layout"] not in LAYOUTS:
+            raise UserError(f"mmbench: prompt_layout must be one of {', '.join(LAYOUTS)}, "
+                            f"got {self.params['prompt_layout']!r}")
         if self.params["judge_prompt"] not in JUDGE_PROMPTS:
             raise UserError(f"mmbench: unknown judge prompt {self.params['judge_prompt']!r}")
         self._client = None
@@ -197,9 +215,10 @@ class MMBench(ModelEvaluator):
         parsed, how = parse_choice(reply, order["options"])
         if parsed is not None:
             return {"parsed": parsed, "how": how}
+        unread = {"ambiguous": True} if how == "ambiguous" else {}   # names several options
         client = self.judge_client(ctx) if reply.strip() else None
         if client is None:
-            return {"parsed": None, "how": None}
+            return {"parsed": None, "how": None, **unread}
         letters = tuple(lt for lt, _ in order["options"])
         prompt = JUDGE_PROMPTS[self.params["judge_prompt"]]
         user = prompt["user"].format(question=order["question"], reply=reply,
@@ -208,9 +227,9 @@ class MMBench(ModelEvaluator):
                          self.params["judge_prompt"], lambda r: parse_judge_letter(r, letters),
                          label=f"{order['index']}@{order['rotation']}")
         if not res.ok:
-            return {"parsed": None, "how": None, "judge_error": res.error}
+            return {"parsed": None, "how": None, "judge_error": res.error, **unread}
         if res.value == "Z":
-            return {"parsed": None, "how": None, "judge": "Z"}
+            return {"parsed": None, "how": None, "judge": "Z", **unread}
         return {"parsed": res.value, "how": "judge"}
 
     def report_metrics(self, result: dict) -> dict[str, float | None]:
@@ -239,7 +258,11 @@ class MMBench(ModelEvaluator):
                         orders.append({**row, "failed": f"cannot decode the image: {e}", "correct": False,
                                        "score": None})
                         continue
-                reply = answer_text(backbone, prefix_ids, [image_k, prompt_text(order)], self.params["max_new_tokens"])
+                layout = self.params["prompt_layout"]
+                # extra end-of-turn tokens go in as an encoded part: the reference writes one into its text
+                extra = [[backbone.eot_id] * (LAYOUTS[layout][1] - 1)] if LAYOUTS[layout][1] > 1 else []
+                reply = answer_text(backbone, prefix_ids, [image_k, prompt_text(order, layout), *extra],
+                                    int(self.params["max_new_tokens"]))
                 got = self.resolve(order, reply, ctx)
                 correct = got["parsed"] == order["answer"]
                 orders.append({**row, "answer": reply, **got, "correct": correct, "score": float(correct)})

@@ -5,13 +5,15 @@ This is **not** MMLU and its numbers must never be put beside lm-eval MMLU (``mm
 
 * one subject, ``abstract_algebra``, ``test`` split (100 questions), from the cais/mmlu files (parameter
   ``data`` or ``UNIFYBENCH_MMLU_ROOT``, the same layout as ``mmlu``);
-* prompt: the question, a space, then the option texts written "c1, c2, c3 or c4?" (no letters), then the
-  end of turn the processor appends;
+* prompt: the question as stored (not stripped), a space, then the option texts written "c1, c2, c3 or c4?"
+  (no letters), then the end of turn the processor appends;
 * decoding: text only (image tokens forbidden), **sampling** at temperature 0.2 (top-k 50, the transformers
   default), at most 30 new tokens; each question draws from its own
   ``torch.Generator`` seeded from (run seed, question index), so a result does not depend on the order;
-  generation stops at ``</s>`` only and the original joins every segment after the prompt's end of turn, so
-  later end-of-turn tokens are dropped and the text around them kept (``stop_at_eot=True`` stops there);
+* the answer: the original decodes prompt and reply, splits at the end-of-turn token and keeps pieces 1 and 2
+  (``split(eot)[1:3]``, joined, stripped): the generated text up to the **second** generated end of turn, the
+  end-of-turn tokens themselves dropped. Generation stops there (or at ``</s>``, or after 30 tokens); what
+  would follow is never read. ``segments=1`` keeps only the text up to the first end of turn;
 * scoring: correct iff the correct option's text is a substring of the decoded answer (very lenient: many
   abstract-algebra options are short numbers such as "0" or "4").
 
@@ -66,7 +68,7 @@ class YoChameleonMMLU(ModelEvaluator):
     version = "1"
     env_var = "UNIFYBENCH_MMLU_ROOT"
     defaults = {**ModelEvaluator.defaults, "subject": "abstract_algebra", "split": "test", "temperature": 0.2,
-                "top_k": 50, "top_p": 1.0, "max_new_tokens": 30, "stop_at_eot": False}
+                "top_k": 50, "top_p": 1.0, "max_new_tokens": 30, "segments": 2}
     presets = {"default": {}}
 
     def files(self) -> list[Path]:
@@ -96,10 +98,13 @@ class YoChameleonMMLU(ModelEvaluator):
         if backbone.image_token_ids is not None:
             banned = backbone.image_token_ids.tolist() + [backbone.boi_id, backbone.eoi_id]
         banned_t = torch.tensor(banned, dtype=torch.long)
-        stop = {backbone.eos_id} | ({backbone.eot_id} if self.params["stop_at_eot"] else set())
+        stop = {backbone.eos_id}
+        segments = int(self.params["segments"])
+        if segments < 1:
+            raise UserError(f"{self.name}: segments must be >= 1 (the reference keeps 2)")
         samples = []
         for n, rec in enumerate(records):
-            text = str(rec["question"]).strip() + " " + options_text(rec["choices"])
+            text = str(rec["question"]) + " " + options_text(rec["choices"])
             ids = build_prompt(backbone, prefix_ids, [text])
             gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, str(n)))
             new: list[int] = []
@@ -115,6 +120,8 @@ class YoChameleonMMLU(ModelEvaluator):
                     if token in stop:
                         break
                     new.append(token)
+                    if token == backbone.eot_id and new.count(token) == segments:
+                        break   # the end of the kept segments
                     step = torch.tensor([[token]], device=step.device)
             answer = decode_answer(backbone, new, set(prefix_ids or ()))
             gold = str(rec["choices"][int(rec["answer"])])

@@ -221,3 +221,32 @@ def test_pack_resolution_and_tiny_pack(setup, pack, tmp_path, monkeypatch):
         assert hashlib.sha256((other / name).read_bytes()).digest() == hashlib.sha256((pack / name).read_bytes()).digest()
     assert not [p for p in other.parent.iterdir() if p.name.startswith(".")]
     assert unictokens_resize(Image.new("RGB", (512, 384))).size == (1280, 960)
+
+
+@pytest.mark.parametrize("size,first,final", [
+    ((512, 384), (1280, 960), (1280, 960)),
+    # 80 x 267: short side to 1024 gives 1024 x 3418 (3417.6 rounded), long side to 1280 gives 383 x 1280
+    # (383.48), floored to 320 x 1280; a single resize of 80 x 267 to long side 1280 would give 384 x 1280.
+    ((80, 267), (383, 1280), (320, 1280)),
+    # 94 x 99: 1024 x 1078 (1078.47), then 1216 x 1280 (1215.88 -> 1216), floored 1216 x 1280 (one step: 1152)
+    ((94, 99), (1216, 1280), (1216, 1280)),
+    ((512, 512), (1280, 1280), (1280, 1280)),
+])
+def test_unictokens_resize_is_the_two_step_resize_img(size, first, final):
+    """Sizes worked out by hand from face_eval_v2.py's resize_img; pixels from PIL called directly."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    want = image.resize(first, Image.BILINEAR).resize(final, Image.BILINEAR)
+    got = unictokens_resize(image)
+    assert got.size == final
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_largest_face_keeps_the_last_of_equal_areas():
+    from types import SimpleNamespace
+    from unifybench.evaluators.face import select_face
+    faces = [SimpleNamespace(bbox=[0, 0, 10, 10], k=0), SimpleNamespace(bbox=[0, 0, 20, 5], k=1),
+             SimpleNamespace(bbox=[5, 5, 10, 10], k=2)]
+    # sorted(faces, key=area)[-1] as UniCTokens writes it: a stable sort puts the later of two equal areas last
+    assert select_face(faces, "largest").k == sorted(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))[-1].k == 1
+    assert select_face(faces, "first").k == 0

@@ -23,13 +23,37 @@ ABCD = (("A", "Red"), ("B", "Green"), ("C", "Hot dog"), ("D", "Dog"))
     ("B. Dog", "B"),                                    # the letter wins over the text after it
     ("A cat.", "B"), ("a dog", "A"),                    # "A"/"a" followed by a word is the article
     ("Cat", "B"), ("cat.", "B"), ("It is a cat.", "B"), ("DOG", "A"),
-    ("Both a dog and a cat", None), ("I think B", None), ("Bird", None), ("", None), ("C", None),
+    ("Both a dog and a cat", None), ("Bird", None), ("", None), ("C", None),
     ("Catalog", None),                                  # "cat" only inside another word
 ])
 def test_parse_two_options(reply, expected):
     letter, how = parse_choice(reply, AB)
     assert letter == expected
-    assert (how is None) == (expected is None)
+    assert (how in (None, "ambiguous")) == (expected is None)
+
+
+# Hand-read: what a person reading the reply takes as the chosen option (None: no single option).
+@pytest.mark.parametrize("reply,expected,how", [
+    ("**B**", "B", "letter"), ("*B*", "B", "letter"), ("Answer: **B**", "B", "letter"), ("- B", "B", "letter"),
+    ("> B", "B", "letter"), ("### B", "B", "letter"), ("I think B", "B", "letter"),
+    ("I think the answer is C.", "C", "letter"), ("My answer is: D", "D", "letter"),
+    ("The answer is option B", "B", "letter"), ("`C`", "C", "letter"), ("**B.** Green", "B", "letter"),
+    ("Answer:\n\n**A**", "A", "letter"), ("- **Green**", "B", "text"),
+    ("B or C", None, "ambiguous"), ("B/C", None, "ambiguous"), ("B and D", None, "ambiguous"),
+    ("(A) or (C)", None, "ambiguous"), ("**B** or **C**", None, "ambiguous"), ("I think B or C", None, "ambiguous"),
+    ("red or green", None, "ambiguous"), ("I am not sure", None, None), ("E", None, None),
+])
+def test_parse_markdown_hedges_and_two_options_named(reply, expected, how):
+    assert parse_choice(reply, ABCD) == (expected, how)
+
+
+def test_ambiguous_replies_are_unparsed_wrong_and_counted(tmp_path):
+    items = {"bo": [Item("y/bo/mc/0", "bo", MC, "?", options=ABCD, answer="B"),
+                    Item("y/bo/mc/1", "bo", MC, "?", options=ABCD, answer="B"),
+                    Item("y/bo/mc/2", "bo", MC, "?", options=ABCD, answer="B")]}
+    res = _run(MultipleChoice(), items, {"y/bo/mc/0": "B or C", "y/bo/mc/1": "**B**", "y/bo/mc/2": "no idea"},
+               tmp_path)
+    assert res["value"] == pytest.approx(1 / 3) and res["n_unparsed"] == 2 and res["n_ambiguous"] == 1
 
 
 @pytest.mark.parametrize("reply,expected", [
@@ -152,7 +176,8 @@ def test_registered_and_validated():
     with pytest.raises(UserError):
         MultipleChoice(parser="regex")
     assert MultipleChoice(preset="yochameleon").describe()["params"] == {"parser": "text_substring",
-                                                                         "circular": False}
+                                                                         "circular": False, "aggregation": "pooled",
+                                                                         "beside_default": False}
 
 
 def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
@@ -174,3 +199,35 @@ def test_by_kind_reports_visual_and_text_questions_apart(tmp_path):
     assert res["value"] == pytest.approx((2 / 3 + 1.0) / 2)               # all of them: bo 2 of 3, mam 1 of 1
     plain = {c: [circular_items(Item(f"{c}/x", c, MC, "?", options=AB, answer="A"))[0]] for c in ("bo",)}
     assert "by_kind" not in _run(MultipleChoice(), plain, {"bo/x@0": "Dog"}, tmp_path)
+
+
+def test_yochameleon_preset_pools_every_question(tmp_path):
+    """chameleon-qa.py: correct / total over all questions of all concepts, not a mean of concept means."""
+    items = {"bo": _skewed("bo", 4, 0), "mam": _skewed("mam", 3, 0)}     # the right text is "Dog" everywhere
+    replies = {f"y/bo/mc/{q}@0": ("a dog" if q == 0 else "a cat") for q in range(4)}
+    replies.update({f"y/mam/mc/{q}@0": "Dog!" for q in range(3)})
+    pooled = _run(MultipleChoice(preset="yochameleon"), items, replies, tmp_path)
+    assert pooled["value"] == pytest.approx(4 / 7)                        # 1 + 3 right of 4 + 3
+    assert pooled["per_concept"] == {"bo": pytest.approx(1 / 4), "mam": 1.0}
+    by_concept = _run(MultipleChoice(preset="yochameleon", aggregation="concept_mean"), items, replies, tmp_path)
+    assert by_concept["value"] == pytest.approx((1 / 4 + 1) / 2)
+    with pytest.raises(UserError):
+        MultipleChoice(aggregation="median")
+
+
+def test_unictokens_preset_gt_in_pred_single_order_with_our_circular_beside(tmp_path):
+    """eval_p_mmu.py's `gt in pred` on rotation 0 (a coin flip scores 0.5 on A/B), our circular figure beside."""
+    items = {"bo": _skewed("bo", 4, 0)}                        # "Dog" (A) is right in rotation 0
+    # rotation 0 replies, by hand under `gt in pred`: right, wrong (case), right (both named), wrong
+    replies = {"y/bo/mc/0@0": "Dog", "y/bo/mc/1@0": "dog", "y/bo/mc/2@0": "Dog or Cat", "y/bo/mc/3@0": "B",
+               "y/bo/mc/0@1": "B", "y/bo/mc/1@1": "B", "y/bo/mc/2@1": "B", "y/bo/mc/3@1": "B"}
+    res = _run(MultipleChoice(preset="unictokens"), items, replies, tmp_path)
+    assert res["value"] == pytest.approx(2 / 4) and res["n"] == 4 and res["circular"] is False
+    ours = res["beside_default"]
+    # default parser, circular: q0 A(text Dog) then B(Dog at B) -> right; q1 "dog" -> A then B -> right;
+    # q2 ambiguous -> wrong; q3 B at rotation 0 is Cat -> wrong
+    assert ours["preset"] == "default" and ours["value"] == pytest.approx(2 / 4) and ours["circular"] is True
+    assert ours["n"] == 8 and ours["n_ambiguous"] == 1
+    coin = {it.id: "AB"[(k // 2) % 2] for k, it in enumerate(items["bo"])}   # A, B, A, B by question
+    res = _run(MultipleChoice(preset="unictokens", parser="letter_or_text"), items, coin, tmp_path)
+    assert res["value"] == pytest.approx(0.5) and res["beside_default"]["value"] == 0.0

@@ -18,6 +18,7 @@ RUNNABLE_ROLES: dict[str, tuple[tuple[str, ...], dict]] = {
     "chameleon-full-ft": (("chameleon",), {}),
     "unictokens": (SHOWO, {}),
     "yollava": (("llava", "clip"), {}),
+    "mc-llava": (("llava-next",), {}),
     "chameleon-ip": (("chameleon",), {}),
     "chameleon-original": (("chameleon",), {}),
     "chameleon-tp": (("chameleon",), {}),

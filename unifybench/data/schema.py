@@ -14,7 +14,8 @@ TEXT_QA = "text_qa"              # free-form question without an image, referenc
 MC = "mc"                        # multiple choice: `options` {letter: text}, `answer` = letter
 GEN = "gen"                      # generate an image of the concept from `prompt`
 KNOWLEDGE_GEN = "knowledge_gen"  # generate an image that shows `facts` the model was told in text
-TASKS = (REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN)
+CAPTION = "caption"              # describe `image`; meta "names" lists the concepts the caption should name
+TASKS = (REC, VQA, TEXT_QA, MC, GEN, KNOWLEDGE_GEN, CAPTION)
 IMAGE_TASKS = frozenset({GEN, KNOWLEDGE_GEN})
 
 # The placeholder for the concept in every prompt; a method substitutes its own identifier.
@@ -118,3 +119,12 @@ class Benchmark:
     def warnings(self) -> list[str]:
         """Things worth saying that do not stop a run (e.g. files the loader ignores)."""
         return []
+
+    def joint_concepts(self, concept: Concept) -> list[Concept]:
+        """The concepts a multi-concept method learns together with `concept` (MC-LLaVA's scenario), in the
+        benchmark's order; a benchmark without such groups: the concept alone."""
+        return [concept]
+
+    def train_masks(self, concept: Concept) -> dict[Path, Path]:
+        """Foreground mask file of each training image that has one (empty when the benchmark ships none)."""
+        return {}

@@ -42,6 +42,8 @@ ROLES: dict[str, Role] = {
     "phi": Role("unifybench.models.showo.tiny:tiny_showo_path", "phi-1_5"),
     "magvit": Role("unifybench.models.showo.tiny:tiny_showo_path", "magvitv2"),
     "llava": Role("unifybench.models.llava.tiny:tiny_llava_path", aliases="unifybench.models.llava.backbone:KNOWN_IDS"),
+    "llava-next": Role("unifybench.models.llava_next.tiny:tiny_llava_next_path",
+                       aliases="unifybench.models.llava_next.backbone:KNOWN_IDS"),
     "qwen": Role("unifybench.models.qwen_vl.tiny:tiny_qwen_vl_path", aliases="unifybench.models.qwen_vl.backbone:KNOWN_IDS"),
     "sd": Role("unifybench.models.stable_diffusion.tiny:tiny_sd_path"),
     "clip": Role("unifybench.models.encoders.clip:tiny_clip_path", files_ok=True),

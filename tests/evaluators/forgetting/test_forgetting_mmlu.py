@@ -3,10 +3,13 @@
 lm-eval really runs (offline, a task YAML over local files); its per-question loglikelihoods and its
 accuracy are checked against the same computation done here straight from `backbone.logits`.
 """
+import json
 import os
 
 import pytest
 import torch
+
+from unifybench.models.contract import Backbone
 
 from unifybench.errors import UserError
 from unifybench.evaluators.base import EvalContext
@@ -184,3 +187,54 @@ def test_transformers_causal_lm_goes_through_hflm(backbone, data, tmp_path):
         # HFLM batches with padding (SDPA reduction order): agreement to ~1e-3 here, exact ranking below.
         assert s["loglikelihoods"] == pytest.approx(lls, abs=3e-3)
         assert s["pred"] == max(range(4), key=lambda i: lls[i]) and s["score"] == float(s["pred"] == doc["answer"])
+
+
+class ScriptedLM(Backbone):
+    """One id per character; its logits put the next scripted token far ahead of the rest. Records the prompt.
+    Its questions are built by Chameleon's own chat adapter."""
+    bos_id, eot_id, eos_id = 1, 2, 3
+    has_hidden = True
+
+    def __init__(self, script):
+        self.script, self.prompts, self.tokenizer = script, [], self
+
+    def chat_ids(self, prefix_ids, parts):
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
+
+    def encode_text(self, text):
+        return [1000 + ord(c) for c in text]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(t - 1000) for t in ids if t >= 1000)
+
+    def forward_hidden(self, ids, past_key_values=None, use_cache=True):
+        if past_key_values is None:
+            self.prompts.append(ids[0].tolist())
+            past_key_values = 0
+        else:
+            past_key_values += 1
+        return torch.full((1, ids.shape[1], 1), float(past_key_values)), past_key_values
+
+    def logits(self, hidden):
+        step = int(hidden[0, 0])
+        out = torch.zeros(1, 2000)
+        out[0, self.script[step] if step < len(self.script) else 1000 + ord("!")] = 1e4
+        return out
+
+
+@pytest.mark.parametrize("segments,answer", [(2, "4 no, 0"), (1, "4 no")])
+def test_yochameleon_replica_keeps_text_up_to_the_second_generated_end_of_turn(tmp_path, segments, answer):
+    """eval_mmlu.py: decode(prompt + reply).split(eot)[1:3], joined and stripped; the question as stored."""
+    root = tmp_path / "mmlu" / "abstract_algebra"
+    root.mkdir(parents=True)
+    (root / "test.jsonl").write_text(json.dumps({"question": " Find 2+2. ", "choices": ["0", "4", "5", "6"],
+                                                 "answer": 2}) + "\n")
+    ch = lambda text: [1000 + ord(c) for c in text]  # noqa: E731
+    bb = ScriptedLM(ch(" 4 no") + [2] + ch(", 0") + [2] + ch(" and 5") + [3])
+    res = YoChameleonMMLU(data=str(tmp_path / "mmlu"), segments=segments).evaluate_model(
+        bb, None, EvalContext(run_dir=tmp_path))
+    # the text the reference keeps, worked out by hand: " 4 no" + ", 0" -> "4 no, 0"; " and 5" follows the 2nd
+    assert res["samples"][0]["answer"] == answer
+    assert res["samples"][0]["score"] == 0.0          # gold "5" only came after the second end of turn
+    assert bb.prompts == [[1] + ch(" Find 2+2.  0, 4, 5 or 6?") + [2]]

@@ -24,7 +24,7 @@ def scripted(monkeypatch, reply_for):
     seen = []
 
     def fake(backbone, prefix_ids, parts, max_new_tokens, skip=None):
-        image, text = parts
+        image, text = parts[:2]
         q = next(q for q in GOLD if q in text)
         opts = options_in(text)
         seen.append((q, opts, prefix_ids))
@@ -147,3 +147,52 @@ def test_missing_data_is_a_user_error(tmp_path, monkeypatch):
         MMBench().data_files()
     write_mmbench(tmp_path / "mmbench_dev_20230712.tsv")
     assert MMBench().data_files() == [tmp_path / "mmbench_dev_20230712.tsv"]
+
+
+from unifybench.models.contract import Backbone  # noqa: E402
+
+
+class RecordingBackbone(Backbone):
+    """Chameleon-shaped ids (one id per character, 3 image codes), built by Chameleon's own chat adapter;
+    records what generate_text gets."""
+    bos_id, boi_id, eoi_id, eot_id, eos_id = 1, 2, 3, 4, 5
+
+    def __init__(self, reply_ids):
+        self.calls = []
+        self.reply_ids = reply_ids
+        self.tokenizer = self
+
+    def chat_ids(self, prefix_ids, parts):
+        from unifybench.models.chameleon.chat import chat_ids
+        return chat_ids(self, prefix_ids, parts)
+
+    def encode_text(self, text):
+        return [1000 + ord(c) for c in text]
+
+    def encode_images(self, images):
+        import torch
+        return [torch.tensor([7, 8, 9])]
+
+    def generate_text(self, ids, max_new_tokens):
+        self.calls.append((ids[0].tolist(), max_new_tokens))
+        return self.reply_ids[:max_new_tokens]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(t - 1000) for t in ids)
+
+
+@pytest.mark.parametrize("preset", ["default", "yochameleon"])
+def test_yochameleon_preset_prompt_ids_and_one_token(tmp_path, preset):
+    """The ids written out by hand from the reference script: `<s>` image "\\n " text `<eot>` `<eot>`, 1 token."""
+    path = write_mmbench(tmp_path / "d.tsv")
+    bb = RecordingBackbone([1000 + ord(c) for c in "B because"])
+    res = MMBench(preset=preset, data=str(path), circular=False).evaluate_model(bb, None, EvalContext(run_dir=tmp_path))
+    question = ("Think of pets.\nWhich animal barks?\nA. cat\nB. dog\nC. fish\n"
+                "Answer with the option's letter from the given choices directly.")
+    lead, eots, budget = ("\n ", [4, 4], 1) if preset == "yochameleon" else ("\n", [4], 10)
+    want = [1, 2, 7, 8, 9, 3] + [1000 + ord(c) for c in lead + question] + eots
+    ids, max_new = next(c for c in bb.calls if c[0][6:] == want[6:])
+    assert ids == want and max_new == budget
+    assert {n for _, n in bb.calls} == {budget}
+    barks = next(s for s in res["samples"] if s["qid"] == 1)
+    assert barks["answer"] == ("B" if preset == "yochameleon" else "B because") and barks["correct"]

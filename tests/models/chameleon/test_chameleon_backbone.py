@@ -222,3 +222,21 @@ def test_resolve_model_path(tmp_path, monkeypatch, tiny_dir):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
     assert resolve_model_path("someone/tiny") == repo / "snapshots" / "abc123"
+
+
+def test_pixels_are_truncated_to_8_bits_like_the_yochameleon_postprocess(backbone):
+    """The fork's ChameleonImageProcessor.postprocess: unnormalise, rescale, torch.clip(0, 255).to(uint8)
+    (truncation), re-derived here in numpy from the processor's own numbers."""
+    import numpy as np
+    ip = backbone.processor.image_processor
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(3, 4, 4, generator=gen) * 2.4 - 1.2            # a decoder output, a bit past [-1, 1]
+    x = pixels.numpy().astype(np.float32)
+    if ip.do_normalize:
+        x = x * np.array(ip.image_std, np.float32)[:, None, None] + np.array(ip.image_mean, np.float32)[:, None, None]
+    x = x / np.float32(ip.rescale_factor)
+    want = np.clip(x, 0, 255).astype(np.uint8).transpose(1, 2, 0)      # astype truncates toward zero
+    got = np.asarray(backbone._to_pil(pixels))
+    assert np.array_equal(got, want)
+    rounded = np.clip(np.round(x), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    assert (got != rounded).any()                                     # rounding would have moved some pixels

@@ -298,6 +298,24 @@ def test_chat_ids_is_the_mmu_question_format(backbone):
     image = [c + backbone.llm_vocab_size + 10 for c in codes]
     assert got == ([vocab["<|mmu|>"], vocab["<|soi|>"]] + image + [vocab["<|eoi|>"], vocab["<|endoftext|>"]]
                    + tok("USER: ") + prefix + tok("Is it red?") + tok(" ASSISTANT:"))
-    assert backbone.chat_ids(None, ["Why?"]) == [vocab["<|endoftext|>"]] + tok("USER: ") + tok("Why?") + tok(" ASSISTANT:")
+    # no prefix: one string, as Show-o and UniCTokens tokenize 'USER: ' + question + ' ASSISTANT:'
+    assert backbone.chat_ids(None, ["Is it red?"]) == [vocab["<|endoftext|>"]] + tok("USER: Is it red? ASSISTANT:")
+    pieces = backbone.tokenizer.convert_ids_to_tokens(backbone.chat_ids(None, ["Is it red?"])[1:4])
+    assert pieces == ["USER", ":", "ĠIs"]                       # no lone space token before the question
     with pytest.raises(UserError, match="one image"):
         backbone.chat_ids(None, [im, im, "two?"])
+
+
+@pytest.mark.parametrize("steps", [3, 6, 18])
+def test_maskgit_schedule_is_float32_like_the_reference(steps):
+    """models/sampling.py cosine_schedule on torch.tensor(ratio) (float32): at ratio 2/3 it re-masks 511 of 1024
+    (cos = 0.49999997), where float64 gives 512; numpy float32 recomputes the reference's number on its own."""
+    import numpy as np
+    step = steps * 2 // 3 - 1                                          # (step + 1) / steps == 2/3
+    ref32 = int(np.floor(np.float32(1024) * np.cos(np.float32((step + 1) / steps) * np.float32(math.pi * 0.5))))
+    assert ref32 == 511 and math.floor(1024 * math.cos(math.pi / 2 * (step + 1) / steps)) == 512
+    assert int(mask_lengths(1024, step, steps, torch.tensor([[1024]]))) == 511
+    for s in range(steps):                                             # every step of the schedule agrees
+        r = np.float32((s + 1) / steps)
+        want = int(np.floor(np.float32(1024) * np.cos(r * np.float32(math.pi * 0.5))))
+        assert int(mask_lengths(1024, s, steps, torch.tensor([[2000]]))) == max(1, want)

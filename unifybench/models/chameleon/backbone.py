@@ -178,6 +178,15 @@ class ChameleonBackbone(TransformersBackbone):
 
         Returns BPE ids [n, image_seq_length] on the CPU (begin/end-of-image not included). The random stream
         depends on (generator state, n, batch_size), so the same seed and batch size reproduce bit-for-bit.
+
+        One difference from the reference, on purpose: the Yo'Chameleon pipeline (`model.generate(...,
+        multimodal_generation_mode="image-only")` of its transformers fork) *samples* the first token among
+        the image codes, begin-of-image and end-of-image, and then decodes `response[:, 1:-1]` whatever the
+        first token was; only a drawn begin-of-image opens the window in which every next token must be an
+        image code. Here begin-of-image is written, not drawn, so every image is a full grid of codes (the
+        draw it replaces is the one that yields a valid image in the reference; any other first token gives it
+        codes mixed with begin/end tokens or shifted by one). The first draw of the random stream therefore
+        differs from the reference's.
         """
         prompt = torch.tensor(list(prompt_ids) + [self.boi_id], dtype=torch.long, device=self.device)
         allowed = self.image_token_ids
@@ -239,5 +248,7 @@ class ChameleonBackbone(TransformersBackbone):
             mean = torch.tensor(ip.image_mean, device=x.device).view(-1, 1, 1)
             x = x * std + mean
         x = x / ip.rescale_factor if getattr(ip, "do_rescale", False) else (x + 1) * 127.5
-        array = x.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        # Truncated, not rounded, to 8 bits: the Yo'Chameleon pipeline's postprocess ends in
+        # `torch.clip(x, 0, 255).to(torch.uint8)`; rounding would add about +0.5/255 on average.
+        array = x.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)  # uint8 HxWx3 -> RGB

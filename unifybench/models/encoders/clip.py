@@ -361,10 +361,12 @@ def _hash_file(path: Path) -> str:
 
 
 def load_rgb(path: Path):
-    """Open an image fully (so truncated files fail here) as RGB."""
+    """Open an image fully (so truncated files fail here) as RGB (16-bit greyscale scaled, see images.to_rgb)."""
     from PIL import Image
+
+    from unifybench.images import to_rgb
     with Image.open(path) as im:
-        return im.convert("RGB")
+        return to_rgb(im, path)
 
 
 def embedding_cache_file(model: ClipModel, cache_dir: Path) -> Path:

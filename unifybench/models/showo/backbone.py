@@ -293,14 +293,17 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch
     return idx.squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
-def cosine_schedule(ratio: float) -> float:
-    """Fraction of image tokens still masked after a step at `ratio` = (step + 1) / steps."""
-    return math.cos(math.pi / 2 * ratio)
+def cosine_schedule(ratio: float) -> torch.Tensor:
+    """Fraction of image tokens still masked after a step at `ratio` = (step + 1) / steps, in float32 as the
+    reference computes it (`torch.cos(torch.tensor(ratio) * pi * 0.5)`): at ratio 2/3 float32 gives
+    0.49999997, float64 0.5000000000000001, so 1024 tokens re-mask 511, not 512."""
+    return torch.cos(torch.tensor(ratio, dtype=torch.float32) * math.pi * 0.5)
 
 
 def mask_lengths(n_tokens: int, step: int, steps: int, unknown: torch.Tensor) -> torch.Tensor:
-    """How many tokens to re-mask after `step`: floor(N cos(pi/2 (s+1)/T)), clamped to [1, unknown - 1]."""
-    length = math.floor(n_tokens * cosine_schedule((step + 1) / steps))
+    """How many tokens to re-mask after `step`: floor(N cos(pi/2 (s+1)/T)) in float32, clamped to
+    [1, unknown - 1]."""
+    length = int((n_tokens * cosine_schedule((step + 1) / steps)).floor())
     return torch.clamp(torch.minimum(unknown - 1, torch.full_like(unknown, length)), min=1)
 
 

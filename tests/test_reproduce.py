@@ -1,0 +1,212 @@
+"""`unifybench reproduce`: the planner on every spec, the local launcher killed and resumed, Slurm via
+submitit against a real single-node cluster, the table's intervals and the plots."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from unifybench.cli import main
+from unifybench.registry import EVALUATORS, get_runnable
+from unifybench.reproduce.plan import build_plan, is_tiny_preset
+from unifybench.tables import load_spec, spec_names
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("name", spec_names())
+def test_planner_maps_every_implemented_row(name, tiny):
+    plan = build_plan(name, tiny, api_base_url="http://127.0.0.1:9/v1", judge_base_url="http://127.0.0.1:9/v1")
+    spec = load_spec(name)
+    planned = {r.row: r for r in plan.runs}
+    for row in spec.rows:
+        if not row.match:
+            assert row.id in plan.reported_only
+            continue
+        assert row.id in planned or row.id in plan.skipped, row.id
+        if row.id not in planned:
+            continue
+        run = planned[row.id]
+        cls = get_runnable(run.method)
+        assert any(m["method"] == run.method for m in row.match)
+        assert is_tiny_preset(run.preset) or run.preset == "paper" if tiny else not is_tiny_preset(run.preset)
+        cls.build_config(run.preset, run.overrides)   # a registered preset with real settings
+        if not tiny:   # the run is the row's own (method, preset) pair
+            assert any(m["method"] == run.method and (m.get("preset") or "paper") == run.preset
+                       for m in row.match) or run.preset == "paper"
+        for col in spec.columns:
+            if col.kind != "metric" or col.evaluator not in run.evaluators:
+                continue
+            if run.benchmark not in (col.benchmarks or spec.benchmarks or [run.benchmark]):
+                assert f"{col.evaluator} [{col.id}]" in run.skipped_evaluators   # said, not silently dropped
+                continue
+            ran = run.evaluator_presets.get(col.evaluator, "default")
+            assert ran in EVALUATORS.get(col.evaluator).presets or ran == "default"
+            if col.preset is not None:
+                assert ran in col.preset, (row.id, col.id, ran, col.preset)
+
+
+def test_tiny_ablation_rows_keep_their_ablation():
+    plan = build_plan("unictokens_table3_stages", tiny=True)
+    assert plan.run("stage1").preset == "tiny" and plan.run("stage1").overrides == {"stages": "1"}
+    assert plan.run("stage3").overrides == {}
+
+
+def test_api_rows_are_skipped_without_a_url():
+    plan = build_plan("unictokens_table1", tiny=True)
+    assert "api-base-url" in plan.skipped["gpt4o_tp"]
+    assert "soft_prompt_300" in build_plan("yochameleon_supp_table1", tiny=True).reported_only
+    plan = build_plan("unictokens_table1", tiny=True, api_base_url="http://x/v1")
+    assert plan.run("gpt4o_tp").overrides["base_url"] == "http://x/v1"
+
+
+# ------------------------------------------------------------------------------- a two-row tiny suite
+
+def _two_row_spec(d: Path) -> Path:
+    """Random coin flips and tiny Yo'LLaVA on recognition, with made-up 'reported' numbers and a plot."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "rep.json").write_text(json.dumps({
+        "format": "unifybench-reported/1", "id": "two", "source": {"paper": "test", "table": "T"},
+        "columns": {"rec": "Rec"},
+        "rows": [{"id": "coin", "row": "Coin", "values": {"rec": "0.500"}},
+                 {"id": "yollava", "row": "Yo'LLaVA", "values": {"rec": "9.000"}}]}))
+    spec = d / "two.json"
+    spec.write_text(json.dumps({
+        "format": "unifybench-spec/1", "name": "two", "title": "Two rows", "reported": "rep.json",
+        "benchmarks": ["unifybench-mini"],
+        "columns": [{"id": "rec", "label": "Rec", "evaluator": "recognition", "preset": "unictokens"}],
+        "rows": [{"id": "coin", "match": [{"method": "random"}]},
+                 {"id": "yollava", "match": [{"method": "yollava", "preset": "paper"}]}],
+        "plot": {"x": {"coin": 0, "yollava": 1}, "x_label": "row"}}))
+    return spec
+
+
+def _args(spec: Path, suite: Path, cache: Path, *more: str) -> list[str]:
+    return ["reproduce", str(spec), "--preset", "tiny", "--suite-dir", str(suite), "--concepts", "cat,dog",
+            "--cache-dir", str(cache), *more]
+
+
+def _values(suite: Path) -> dict:
+    out = {}
+    for row in ("coin", "yollava"):
+        doc = json.loads((suite / "runs" / row / "results.json").read_text())
+        out[row] = doc["results"]["unifybench-mini"]["recognition"]["per_concept"]
+        preds = sorted((suite / "runs" / row / "concepts").glob("*/predictions.jsonl"))
+        out[row + "/predictions"] = [p.read_text() for p in preds]
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_suites(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    spec, cache = _two_row_spec(root / "spec"), root / "cache"
+    clean = root / "clean"
+    assert main(_args(spec, clean, cache)) == 0
+    # The same suite, killed while the second row is half done, then resumed by rerunning the command.
+    killed = root / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "unifybench.cli", *_args(spec, killed, cache)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    units = killed / "runs" / "yollava" / "concepts"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(units.glob("*/unit.json")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the suite finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = subprocess.run([sys.executable, "-m", "unifybench.cli", "reproduce", "--status", str(killed)],
+                            capture_output=True, text=True)
+    assert main(_args(spec, killed, cache)) == 0
+    return clean, killed, status.stdout
+
+
+@pytest.mark.slow
+def test_local_launcher_resumes_to_identical_results(local_suites):
+    clean, killed, status = local_suites
+    assert re.search(r"coin\s+done", status) and re.search(r"yollava\s+interrupted\s+1", status), status
+    assert _values(killed) == _values(clean)
+
+
+@pytest.mark.slow
+def test_outputs_table_intervals_plots_and_page(local_suites):
+    from unifybench.stats import bootstrap_ci
+    clean, _, _ = local_suites
+    md = (clean / "table.md").read_text()
+    assert "mean nothing" in md and "mean nothing" in (clean / "table.tex").read_text()
+    rows = [l for l in (clean / "table.csv").read_text().splitlines() if l.startswith("reproduced")]
+    by_row = {l.split(",")[1]: l.split(",") for l in rows}
+    per = json.loads((clean / "runs" / "yollava" / "results.json").read_text())["results"]["unifybench-mini"]["recognition"]["per_concept"]
+    ci = bootstrap_ci(per, seed=0)
+    fields = by_row["yollava"]
+    assert float(fields[10]) == pytest.approx(ci["low"]) and float(fields[11]) == pytest.approx(ci["high"])
+    assert fields[12] == "true"      # 9.000 lies outside any interval of a fraction
+    assert "◇" in md
+    svg = (clean / "plots" / "two.svg").read_text()
+    assert (clean / "plots" / "two.png").stat().st_size > 1000
+    group = re.search(r'<g id="reproduced-rec">(.*?)</g>\s*</g>', svg, re.S) or re.search(r'<g id="reproduced-rec">(.*?)</g>', svg, re.S)
+    assert group and group.group(1).count("<use") == 2     # both reproduced points
+    page = (clean / "report.html").read_text()
+    assert "mean nothing" in page and 'data-role="plot"' in page and 'data-row="yollava"' in page
+
+
+# ------------------------------------------------------------------------------------------------- slurm
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    from slurm_cluster import SlurmCluster
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    why = cluster.start()
+    yield cluster if why is None else why
+    if why is None:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_slurm_launcher_through_submitit(slurm, tmp_path, monkeypatch):
+    spec, cache = _two_row_spec(tmp_path / "spec"), tmp_path / "cache"
+    suite = tmp_path / "suite"
+    if isinstance(slurm, str):
+        # Only where Slurm cannot start: the same submitit path on its local executor, said out loud.
+        warnings.warn(f"Slurm could not start ({slurm}); testing submitit's LOCAL executor instead")
+        from unifybench.reproduce import launch
+        monkeypatch.setattr(launch, "slurm_executor",
+                            lambda s, st, cluster="slurm", _f=launch.slurm_executor: _f(s, st, "local"))
+    else:
+        print(f"slurm started in {slurm.start_seconds:.1f} s")
+        for k, v in slurm.env().items():
+            monkeypatch.setenv(k, v)
+    cfg = tmp_path / "slurm.yaml"
+    cfg.write_text("partition: ci\ntime: 10\ncpus: 1\narray: true\n" if not isinstance(slurm, str) else "time: 10\n")
+    t0 = time.perf_counter()
+    assert main(_args(spec, suite, cache, "--concepts", "cat", "--launcher", "slurm", "--config", str(cfg), "--wait")) == 0
+    print(f"two rows through submitit in {time.perf_counter() - t0:.1f} s")
+    from unifybench.reproduce.manifest import row_state
+    for row in ("coin", "yollava"):
+        state = row_state(suite, row)
+        assert state["state"] == "done" and state.get("job_id"), state
+    if not isinstance(slurm, str):
+        assert re.fullmatch(r"\d+_\d", json.loads((suite / "runs" / "coin" / "state.json").read_text())["job_id"])
+    assert (suite / "table.md").is_file()
+    # Rerunning submits nothing: every row is done.
+    assert main(_args(spec, suite, cache, "--concepts", "cat", "--launcher", "slurm", "--config", str(cfg), "--wait")) == 0
+
+
+def test_dry_run_states_runs_cost_and_rows_it_cannot_run(tmp_path, capsys):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "calibration.json").write_text(json.dumps({"unictokens": {"seconds_per_concept": 720.0, "device": "cuda"}}))
+    assert main(["reproduce", "unictokens_table1", "--preset", "tiny", "--suite-dir", str(suite), "--dry-run",
+                 "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("unictokens "))
+    assert "recognition,bleu" in line and "1.6 (720.0 s/concept on cuda)" in line   # 720 s x 4 concepts x 2 GPUs
+    assert re.search(r"^yollava .*not measured", out, re.M)
+    assert "gpt4o_tp: skipped" in out and "mean nothing" in out
+    assert not (suite / "manifest.json").exists()   # a dry run writes nothing

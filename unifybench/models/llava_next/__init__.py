@@ -1,0 +1,1 @@
+"""The LLaVA-NeXT (LLaVA-1.6) family: transformers' `LlavaNextForConditionalGeneration`, anyres images."""

@@ -1,0 +1,141 @@
+"""Launchers: run a suite's rows here (row after row, or one row through torchrun) or on Slurm via submitit.
+
+`run_row(suite, row)` is the one unit every launcher executes: it reads the manifest, builds the row's
+RunSpec, calls `unifybench.runner.run` (resume on: finished concepts are reused) and records the row's
+state in its own run folder. A Slurm job is `run_row` pickled by submitit; a torchrun rank is
+`python -m unifybench.reproduce.launch SUITE ROW`.
+
+Slurm settings (flags, or the same names as top-level keys of the `--config` YAML file): partition,
+gpus (per node), time (minutes), account, cpus (per task), mem (GB), array (one job array over the rows
+instead of one job per row), qos. Jobs land in SUITE/slurm/ (submitit's logs and pickles).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from unifybench.reproduce.manifest import now, read_manifest, row_state, run_dir, write_state
+from unifybench.store import write_json
+
+SLURM_KEYS = ("partition", "gpus", "time", "account", "cpus", "mem", "array", "qos")
+
+
+def run_spec(suite: Path, row: str):
+    """The RunSpec of one planned row (the narrow surface to the runner)."""
+    from unifybench.runspec import RunSpec
+    man = read_manifest(suite)
+    planned = next((r for r in man["runs"] if r["row"] == row), None)
+    if planned is None:
+        from unifybench.errors import UserError
+        raise UserError(f"row {row!r} is not a run of the suite in {suite}")
+    o = man["options"]
+    return RunSpec(method=planned["method"], benchmark=planned["benchmark"], data_root=o.get("data_root"),
+                   evaluators=list(planned["evaluators"]), evaluator_presets=dict(planned["evaluator_presets"]),
+                   preset=planned["preset"], overrides=dict(planned["overrides"]),
+                   output_dir=run_dir(suite, row), seed=o["seed"], device=o["device"], dtype=o["dtype"],
+                   concepts=o.get("concepts"), models=dict(o.get("models") or {}), resume=True,
+                   cache_dir=Path(o["cache_dir"]), tiny=planned["tiny"], progress=False,
+                   judge_base_url=o.get("judge_base_url"), judge_model=o.get("judge_model"),
+                   judge_enabled=True)
+
+
+def run_row(suite: str | Path, row: str) -> str:
+    """Run (or resume) one row; returns its final state. Failures are recorded, then raised."""
+    from unifybench.runner import run
+    suite = Path(suite)
+    job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and \
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" or os.environ.get("SLURM_JOB_ID")
+    rank = int(os.environ.get("RANK", "0"))
+    spec = run_spec(suite, row)
+    if rank == 0:
+        write_state(suite, row, "running", **({"job_id": job_id} if job_id else {}))
+    try:
+        run(spec)
+    except BaseException as e:
+        if rank == 0:
+            state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            write_state(suite, row, state, error=f"{type(e).__name__}: {e}",
+                        traceback=traceback.format_exc()[-4000:], **({"job_id": job_id} if job_id else {}))
+        raise
+    if rank == 0:
+        write_state(suite, row, "done", **({"job_id": job_id} if job_id else {}))
+    return "done"
+
+
+def launch_local(suite: Path, rows: list[str], torchrun: int = 0, echo=print) -> dict[str, str]:
+    """Rows one after the other in this process (or each through torchrun with `torchrun` processes)."""
+    states = {}
+    for row in rows:
+        if row_state(suite, row)["state"] == "done":
+            echo(f"{row}: done (kept)")
+            states[row] = "done"
+            continue
+        echo(f"{row}: running")
+        if torchrun > 1:
+            cmd = ["torchrun", "--standalone", f"--nproc_per_node={torchrun}", "-m", "unifybench.reproduce.launch",
+                   str(suite), row]
+            rc = subprocess.call(cmd)
+            states[row] = row_state(suite, row)["state"] if rc == 0 else "failed"
+        else:
+            try:
+                states[row] = run_row(suite, row)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one row's failure is counted; the next row still runs
+                echo(f"{row}: failed ({type(e).__name__}: {e})")
+                states[row] = "failed"
+        echo(f"{row}: {states[row]}")
+    return states
+
+
+def slurm_executor(suite: Path, settings: dict, cluster: str = "slurm"):
+    """A submitit executor for the suite (`cluster="local"`: submitit's local executor, same code path)."""
+    import submitit
+    folder = Path(suite) / "slurm" / "%j"
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"name": "unifybench-" + read_manifest(suite)["spec"], "timeout_min": int(settings.get("time") or 60)}
+    if settings.get("gpus"):
+        params["gpus_per_node"] = int(settings["gpus"])
+    if settings.get("cpus"):
+        params["cpus_per_task"] = int(settings["cpus"])
+    if settings.get("mem"):
+        params["mem_gb"] = float(settings["mem"])
+    if cluster == "slurm":
+        for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("qos", "slurm_qos")):
+            if settings.get(key):
+                params[name] = settings[key]
+    ex.update_parameters(**params)
+    return ex
+
+
+def launch_slurm(suite: Path, rows: list[str], settings: dict, cluster: str = "slurm", echo=print) -> list:
+    """Submit the rows not done yet: one job each, or one job array; returns [(row, submitit job)]."""
+    todo = [r for r in rows if row_state(suite, r)["state"] != "done"]
+    if not todo:
+        echo("every row is done; nothing submitted")
+        return []
+    ex = slurm_executor(suite, settings, cluster)
+    if settings.get("array"):
+        jobs = ex.map_array(run_row, [str(suite)] * len(todo), todo)
+    else:
+        jobs = [ex.submit(run_row, str(suite), row) for row in todo]
+    for row, job in zip(todo, jobs):
+        # Its own file: the job may already be writing state.json (a 1-s job on an idle cluster).
+        write_json(run_dir(suite, row) / "job.json", {"job_id": str(job.job_id), "cluster": cluster,
+                                                     "submitted": now()})
+        echo(f"{row}: submitted as job {job.job_id}")
+    return list(zip(todo, jobs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m unifybench.reproduce.launch SUITE ROW` (what torchrun starts on each rank)."""
+    suite, row = (argv if argv is not None else sys.argv[1:])[:2]
+    run_row(Path(suite), row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
