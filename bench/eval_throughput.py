@@ -1,7 +1,8 @@
 """Generation-metric throughput: our CLIP-I + CLIP-T + DINO scoring vs a straightforward per-image loop.
 
-Both sides use the same models: an open_clip ViT-B/32 and a transformers DINO ViT-S/16 with their full
-shapes and RANDOM weights (no weights are downloaded), written in their real folder formats and loaded by
+Both sides use the same models: an open_clip ViT-B/32 (or, `--clip hf`, a transformers CLIP at ViT-L/14 or
+ViT-B/32 geometry: what bench/gpu.py uses, as the GPU image has no open_clip) and a transformers DINO ViT-S/16
+with their full shapes and RANDOM weights (no weights are downloaded), written in their real folder formats and loaded by
 our real loaders. The data are synthetic 512x512 PNGs: `--n-gen` generated images (4 per prompt) and
 `--n-ref` reference photos per concept.
 
@@ -55,13 +56,37 @@ def picture(seed: int, side: int = 512) -> Image.Image:
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
-def build_models(work: Path) -> tuple[Path, Path]:
-    """A random open_clip ViT-B/32 folder and a random DINO ViT-S/16 folder (full shapes)."""
+# CLIP geometries for the transformers (hf) format: (vision, text, projection); ViT-L/14 is the CLIP-I/T backbone
+# of the papers, ViT-B/32 the open_clip default here.
+HF_CLIP_GEOMETRY = {
+    "vit-l-14": (dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                      image_size=224, patch_size=14),
+                 dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12), 768),
+    "vit-b-32": (dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                      image_size=224, patch_size=32),
+                 dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8), 512),
+    "tiny": (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8),
+             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2), 16),
+}
+
+
+def build_models(work: Path, clip_format: str = "open_clip", geometry: str = "vit-b-32") -> tuple[Path, Path]:
+    """A random CLIP folder (open_clip ViT-B/32, or transformers CLIP at `geometry`) and a random DINO ViT-S/16
+    (the tiny DINO when `geometry` is "tiny": a dry run)."""
+    from unifybench.models.encoders.dino import TINY_CONFIG, VITS16_CONFIG, save_random_vit
+    clip_dir, dino_dir = work / f"clip-{geometry}-random", work / "dino-vits16-random"
+    if clip_format == "hf":
+        build_hf_clip(clip_dir, geometry)
+    else:
+        build_open_clip(clip_dir)
+    save_random_vit(dino_dir, TINY_CONFIG if geometry == "tiny" else VITS16_CONFIG, seed=0)
+    return clip_dir, dino_dir
+
+
+def build_open_clip(clip_dir: Path) -> None:
     import open_clip
     from safetensors.torch import save_file
-
-    from unifybench.models.encoders.dino import VITS16_CONFIG, save_random_vit
-    clip_dir, dino_dir = work / "clip-vit-b-32-random", work / "dino-vits16-random"
     clip_dir.mkdir()
     cfg = open_clip.get_model_config("ViT-B-32")
     (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
@@ -71,8 +96,26 @@ def build_models(work: Path) -> tuple[Path, Path]:
     model = open_clip.CLIP(**cfg)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(clip_dir / "open_clip_model.safetensors"),
               metadata={"format": "pt"})
-    save_random_vit(dino_dir, VITS16_CONFIG, seed=0)
-    return clip_dir, dino_dir
+
+
+def build_hf_clip(clip_dir: Path, geometry: str) -> None:
+    """A random transformers CLIPModel folder with its image processor and a byte-level stand-in tokenizer
+    (CLIP's BPE merges ship with open_clip, which the GPU image lacks; text ids are arbitrary for timing)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    from unifybench.models.stable_diffusion.tiny import BOS, EOS, VOCAB_SIZE, _byte_symbols
+    vision, text, proj = HF_CLIP_GEOMETRY[geometry]
+    torch.manual_seed(0)
+    config = CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=VOCAB_SIZE, max_position_embeddings=77),
+                        projection_dim=proj)
+    CLIPModel(config).eval().save_pretrained(clip_dir)
+    side = vision["image_size"]
+    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(clip_dir)
+    symbols = _byte_symbols()
+    vocab = {t: i for i, t in enumerate(symbols + [s + "</w>" for s in symbols] + [BOS, EOS])}
+    (clip_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (clip_dir / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    CLIPTokenizer(str(clip_dir / "vocab.json"), str(clip_dir / "merges.txt"), model_max_length=77).save_pretrained(clip_dir)
 
 
 def build_data(work: Path, n_concepts: int, n_gen: int, n_ref: int):
@@ -136,12 +179,10 @@ def ours(data, run: Path, clip_dir: Path, dino_dir: Path, device: str, dtype: st
 def naive(data, run: Path, clip, dino, device: str):
     """The per-image loop of the reference scripts (batch of one, references re-embedded every time)."""
     norm = torch.nn.functional.normalize
-    cm, dm, tok = clip.model, dino.model, clip.tokenizer
-    cdt = clip._pixel_dtype()
+    dm = dino.model
 
     def clip_image(path):
-        x = clip.preprocess(Image.open(path).convert("RGB")).unsqueeze(0).to(device, cdt)
-        return norm(cm.encode_image(x).float(), dim=-1)
+        return norm(clip.encode_pixels(clip.preprocess(Image.open(path).convert("RGB")).unsqueeze(0)), dim=-1)
 
     def dino_image(path):
         x = dino.preprocess(Image.open(path).convert("RGB")).unsqueeze(0).to(device, dino.dtype)
@@ -158,7 +199,7 @@ def naive(data, run: Path, clip, dino, device: str):
                 g = clip_image(run / rel)
                 sims = [float(g @ clip_image(r).T) for r in concept.train_images]
                 scores[("clip_i", sid)] = sum(sims) / len(sims)
-                t = norm(cm.encode_text(tok([text]).to(device)).float(), dim=-1)
+                t = norm(clip.encode_texts([text]), dim=-1)
                 scores[("clip_t", sid)] = float(g @ t.T)
                 d = dino_image(run / rel)
                 sims = [float(d @ dino_image(r).T) for r in concept.train_images]
@@ -175,6 +216,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--clip", choices=("open_clip", "hf"), default="open_clip", help="CLIP folder format")
+    ap.add_argument("--clip-geometry", choices=sorted(HF_CLIP_GEOMETRY), default="vit-b-32",
+                    help="transformers CLIP size (--clip hf); open_clip is always ViT-B/32")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--work-dir", type=Path, default=None, help="where models and images go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
@@ -191,7 +235,7 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="eval-bench-", dir=args.work_dir))
     try:
         t = time.perf_counter()
-        clip_dir, dino_dir = build_models(work)
+        clip_dir, dino_dir = build_models(work, args.clip, args.clip_geometry)
         run, data = build_data(work, args.n_concepts, args.n_gen, args.n_ref)
         clip = get_clip(clip_dir, device=args.device, dtype=args.dtype)
         dino = get_dino(dino_dir, device=args.device, dtype=args.dtype)
@@ -208,7 +252,8 @@ def main(argv=None) -> dict:
         diffs = {m: max(abs(s_ours[k] - s_naive[k]) for k in s_ours if k[0] == m) for m in ("clip_i", "clip_t", "dino")}
         result = {
             "device": args.device, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "models": {"clip": env[0]["backbone"], "dino": env[2]["backbone"]},
+            "cpu_count": os.cpu_count(), "clip": f"{args.clip}:{args.clip_geometry if args.clip == 'hf' else 'ViT-B-32'}",
+            "models": {"clip": env[0]["backbone"], "dino": env[2]["backbone"]},
             "concepts": args.n_concepts, "generated_images": n_images, "reference_images_per_concept": args.n_ref,
             "distinct_prompts": n_texts, "ours_s": round(t_ours, 3), "naive_s": round(t_naive, 3),
             "ours_images_per_s": round(n_images / t_ours, 3), "naive_images_per_s": round(n_images / t_naive, 3),
@@ -218,7 +263,8 @@ def main(argv=None) -> dict:
             "max_abs_diff": {m: float(f"{v:.3g}") for m, v in diffs.items()},
             "max_abs_diff_all": float(f"{max(diffs.values()):.3g}"),
         }
-        print(f"models: open_clip ViT-B/32 + DINO ViT-S/16, random weights, full shapes; device {args.device}, "
+        clip_name = "open_clip ViT-B/32" if args.clip == "open_clip" else f"transformers CLIP {args.clip_geometry}"
+        print(f"models: {clip_name} + DINO ViT-S/16, random weights, full shapes; device {args.device}, "
               f"dtype {args.dtype}, {result['torch_threads']} torch threads on {result['cpu_count']} CPUs")
         print(f"data: {args.n_concepts} concept(s) x {args.n_gen} generated + {args.n_ref} reference images, "
               f"{n_texts} distinct prompts")

@@ -221,7 +221,8 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
         soft, hard = self._retrieve(concept, benchmark)
         for path in hard[:cfg.n_hard_negatives]:
             samples.append(rec(path, False))
-        randoms = [p for p in benchmark.random_images() if p not in set(soft)]
+        chosen = set(soft)   # once: a set per candidate made this loop quadratic
+        randoms = [p for p in benchmark.random_images() if p not in chosen]
         for path in randoms[:cfg.n_random_negatives]:
             samples.append(rec(path, False))
         for question, answer in benchmark.train_conversations(concept):

@@ -70,12 +70,20 @@ def test_killed_at_five_points_resumes_to_identical_results(reference, tmp_path,
     assert results_and_samples(out) == reference
 
 
-def test_two_ranks_equal_one_rank(reference, tmp_path, cache):
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_work_queue_ranks_equal_one_rank(reference, tmp_path, cache, ranks):
+    """2 concepts on 2 and 3 CPU ranks (one rank idle): the same results and samples as 1 rank."""
     out = tmp_path / "ranks"
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", "29531",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                           "--master_addr", "127.0.0.1", "--master_port", str(29531 + ranks),
                            "-m", "unifybench.cli", *command(out, cache)[3:]],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert results_and_samples(out) == reference
+    execution = json.loads((out / "results.json").read_text())["execution"]
+    assert execution["world_size"] == ranks
+    units = execution["units"]
+    assert set(units) == {"dog", "backpack"}
+    assert all(u["world_size"] == ranks and u["device"] == "cpu" and u["seconds"] > 0 for u in units.values())
+    assert all(0 <= u["rank"] < ranks for u in units.values())

@@ -1,7 +1,8 @@
-"""Many GPUs and nodes through torch.distributed (launched by torchrun): concepts are sharded by rank.
+"""Many GPUs and nodes through torch.distributed (launched by torchrun): process group, device, barriers.
 
-Each rank fits and predicts its own concepts and writes its own units; rank 0 then reads all units
-back in concept order and scores them, so results do not depend on the number of ranks.
+Ranks share out the concepts through the work queue of `unifybench.workqueue` (each claims the next
+unfinished one); rank 0 then reads all units back in concept order and scores them, so results do not
+depend on the number of ranks.
 """
 from __future__ import annotations
 

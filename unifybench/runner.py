@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
+from unifybench import distributed, environment as env, workqueue
 from unifybench.version import __version__
-from unifybench import distributed, environment as env
 from unifybench.data.schema import Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
 from unifybench.forgetting import check_forgetting, run_forgetting
@@ -78,18 +79,30 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
                         for role, p in sorted(method.model_files().items())}
         data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
         clock.stage("setup")
-        mine = concepts[rank::world]  # each rank its own concepts; units are seeded by concept name
         items_of = {c.name: limit_items([i for i in benchmark.items(c) if i.task in wanted], spec.limit)
                     for c in concepts}
         keys = {c.name: canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
                                         "seed": spec.seed, "items": [i.id for i in items_of[c.name]],
                                         "version": __version__})
                 for c in concepts}
-        with maybe_task(progress, "concepts", len(mine), keep=True) as advance:
-            for n, concept in enumerate(mine, 1):
-                unit_times[concept.name] = _run_unit(method, benchmark, concept, items_of[concept.name], out,
-                                                     keys[concept.name], spec)
-                clock.concept(concept.name, n, len(mine), unit_times[concept.name])
+        # A work queue over the output folder: every rank claims the next unfinished concept, so no rank
+        # idles while units remain. Units are seeded by concept name: who runs one never changes it.
+        if rank == 0:
+            workqueue.write_launch(out, workqueue.new_launch_id())
+        distributed.barrier()
+        queue = workqueue.WorkQueue(out, workqueue.read_launch(out), rank)
+        with maybe_task(progress, "concepts", len(concepts), keep=True) as advance:
+            for n, concept in enumerate(concepts, 1):
+                key = keys[concept.name]
+                if _unit_finished(out, concept, key, spec) or not queue.claim(concept.name):
+                    advance()
+                    continue
+                t0 = time.perf_counter()
+                unit_times[concept.name] = _run_unit(
+                    method, benchmark, concept, items_of[concept.name], out, key, spec,
+                    {"rank": rank, "world_size": world, "device": spec.device, "host": queue.host,
+                     "launch": queue.launch, "t0": t0})
+                clock.concept(concept.name, n, len(concepts), unit_times[concept.name])
                 advance()
         clock.stage("concepts")
         distributed.barrier()
@@ -115,6 +128,7 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
     timing = {"stages_s": clock.stages, "concepts_s": unit_times, "total_s": clock.total()}
     doc = results_document(spec, method.describe(), benchmark, concepts, evaluators, results, model_hashes,
                            forgetting, timing)
+    doc["execution"] = _execution(out, concepts, world)   # where and how long each unit ran
     write_json(out / "results.json", doc)
     write_run_table(doc, out / "leaderboard.md")
     return doc
@@ -195,8 +209,26 @@ def _finished(marker: Path, key: str) -> bool:
         return False
 
 
+def _unit_finished(out: Path, concept: Concept, key: str, spec: RunSpec) -> bool:
+    cdir = out / "concepts" / concept.name
+    return spec.resume and _finished(cdir / "unit.json", key) and (cdir / "predictions.jsonl").exists()
+
+
+def _execution(out: Path, concepts: list[Concept], world: int) -> dict:
+    """Where and how long each unit ran (from its marker): world size, rank, device, host, wall seconds."""
+    units = {}
+    for c in concepts:
+        try:
+            marker = json.loads((out / "concepts" / c.name / "unit.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        units[c.name] = {k: marker[k] for k in ("rank", "world_size", "device", "host", "seconds", "launch")
+                         if k in marker}
+    return {"world_size": world, "units": units}
+
+
 def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path, key: str,
-              spec: RunSpec) -> dict:
+              spec: RunSpec, run_info: dict | None = None) -> dict:
     """Fit, then predict, one concept; each stage is skipped when it finished with the same key.
 
     A stage's marker is written last, after its outputs, so a crash inside a stage redoes only it.
@@ -224,7 +256,10 @@ def _run_unit(method, benchmark, concept: Concept, items: list[Item], out: Path,
     env.seed_everything(env.derive_seed(spec.seed, "predict", concept.name))
     preds = [_relative(p, out) for p in method.predict(concept, items, cdir)]
     write_jsonl(cdir / "predictions.jsonl", [p.to_json() for p in preds])
-    write_json(predict_done, {"key": key, "concept": concept.name})
+    info = dict(run_info or {})
+    if "t0" in info:
+        info["seconds"] = round(time.perf_counter() - info.pop("t0"), 3)
+    write_json(predict_done, {"key": key, "concept": concept.name, **info})
     return {"fit_s": round(t1 - t0, 3), "predict_s": round(time.perf_counter() - t1, 3),
             **({"fit_reused": True} if fit_reused else {})}
 

@@ -339,7 +339,20 @@ def _build_tiny(folder: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 # Reference-embedding cache
 # ------------------------------------------------------------------------------------------------------
+_DIGESTS: dict[tuple[str, int, int], str] = {}   # (path, size, mtime_ns) -> sha256, for this process
+
+
 def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process: every concept ranks the same
+    retrieval pool, and re-hashing 10k-100k files per concept cost more than ranking them."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash_file(path)
+    return _DIGESTS[key]
+
+
+def _hash_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
