@@ -200,10 +200,10 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
     `--eval-preset` and `--predictions` add to the file's entries, a later KEY winning)."""
     args = parser.parse_args(argv)
     path = getattr(args, "config", None)
-    if path is None:
-        return args
-    from unifybench.options import load_config_file
+    from unifybench.options import OPTIONS, load_config_file
     command = args.command
+    if path is None or command not in OPTIONS:   # reproduce reads its own --config (launcher keys)
+        return args
     values = load_config_file(path, command)
     for key in ("set", "model", "eval_preset"):
         if isinstance(values.get(key), dict):

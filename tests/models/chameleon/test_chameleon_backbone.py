@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from unifybench.errors import UserError
 from unifybench.models.chameleon.backbone import ChameleonBackbone
 from unifybench.models.local import resolve_model_path
-from unifybench.models.chameleon.tiny import tiny_chameleon_path
+from unifybench.models.chameleon.tiny import VERSION, tiny_chameleon_path
 from unifybench.models.chameleon.vqgan import VQGANDecoder
 
 DECODER_PREFIXES = ("model.vqmodel.decoder.", "model.vqmodel.post_quant_conv.")
@@ -52,7 +52,7 @@ def _sha(path):
 
 def test_tiny_build_is_deterministic_and_cached(tmp_path, tiny_dir):
     other = tiny_chameleon_path(tmp_path)
-    assert other == tmp_path / "tiny" / "chameleon-v1"
+    assert other == tmp_path / "tiny" / VERSION
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert _sha(other / name) == _sha(tiny_dir / name), name
     stamp = (other / "model.safetensors").stat().st_mtime_ns

@@ -106,6 +106,6 @@ def _build(out: Path) -> None:
 
 
 def tiny_chameleon_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/chameleon-v1`, built once."""
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/<VERSION>`, built once."""
     root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build)
