@@ -11,18 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from unifybench.errors import UserError
+from unifybench.processes import pid_alive
 
 LOCK_NAME = ".unifybench.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(path: Path) -> dict | None:
@@ -43,7 +34,7 @@ def run_lock(folder: Path):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(path)
-            if holder is not None and (holder.get("host") != me["host"] or _alive(holder["pid"])):
+            if holder is not None and (holder.get("host") != me["host"] or pid_alive(holder["pid"])):
                 raise UserError(f"{folder} is in use by another run (pid {holder['pid']} on {holder.get('host')}: "
                                 f"{holder.get('command')}); wait for it, or pick another --output-dir") from None
             path.unlink(missing_ok=True)   # stale (dead pid) or torn: take it over

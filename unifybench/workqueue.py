@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+from unifybench.processes import pid_alive
+
 CLAIMS = "claims"
 LAUNCH_FILE = "launch.json"
 
@@ -96,17 +98,6 @@ class WorkQueue:
         if info.get("launch") != self.launch:
             return True                                   # an earlier launch of this folder
         if info.get("host") == self.host and info.get("pid") != self.pid:
-            return not _alive(int(info.get("pid", -1)))   # a dead rank of this launch on this host
+            return not pid_alive(int(info.get("pid", -1)))   # a dead rank of this launch on this host
         return False
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

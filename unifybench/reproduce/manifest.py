@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unifybench.errors import UserError
+from unifybench.processes import pid_alive
 from unifybench.store import write_json
 
 FORMAT = "unifybench-suite/1"
@@ -67,16 +68,6 @@ def write_state(suite: Path, row: str, state: str, **extra: Any) -> None:
                                   "time": now(), **extra})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def row_state(suite: Path, row: str) -> dict:
     """{"state", ...} of one row, read from its run folder."""
     d = run_dir(suite, row)
@@ -95,7 +86,7 @@ def row_state(suite: Path, row: str) -> dict:
     if st.get("state") == "done" and not (d / "results.json").is_file():
         st["state"] = "pending"
     if (st.get("state") == "running" and not st.get("job_id") and st.get("host") == socket.gethostname()
-            and isinstance(st.get("pid"), int) and not _alive(st["pid"])):
+            and isinstance(st.get("pid"), int) and not pid_alive(st["pid"])):
         st["state"] = "interrupted"
     n_done = len(list((d / "concepts").glob("*/unit.json"))) if (d / "concepts").is_dir() else 0
     st["concepts_done"] = n_done
