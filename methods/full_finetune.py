@@ -83,6 +83,7 @@ class ChameleonFullFinetune(ChameleonPrompting, Method):
         self.sks = self.backbone.token_id(cfg.identifier)
         self.token_ids = [self.sks]
         self._image_codes: dict[tuple[str, bool], list[int]] = {}
+        self._code_cache = None   # ImageCodeCache, made at the first image
         model = self.backbone.model
         tokenizer = {id(p) for p in model.model.vqmodel.parameters()}
         # The language model's parameters, by name (named_parameters lists a tied tensor once).

@@ -190,6 +190,7 @@ class UniCTokens(SoftPromptMethod):
         self.gen_ids = self.all_ids[1 + k:1 + k + m_]
         self.perc_ids = self.all_ids[1 + k + m_:]
         self._codes: dict[tuple[str, bool], torch.Tensor] = {}
+        self._code_cache = None   # ImageCodeCache, made at the first image file
         self._backbone_sha: str | None = None
         self.active: list[int] = []   # token ids of the loaded artifact
 
@@ -252,11 +253,18 @@ class UniCTokens(SoftPromptMethod):
 
     # ------------------------------------------------------------------------------------------ images
     def _image_codes(self, path: Path | None, flip: bool = False) -> torch.Tensor:
+        """MAGVIT codes of an image file (from the on-disk code cache), or of the black stand-in for None."""
         key = (str(path), flip)
         if key not in self._codes:
-            # text-only questions: a black stand-in image
-            im = self.backbone.blank_image() if path is None else open_rgb(path)
-            self._codes[key] = self.backbone.encode_images([im], flip=flip)[0]
+            b = self.backbone
+            if path is None:   # text-only questions: a black stand-in image
+                self._codes[key] = b.encode_images([b.blank_image()], flip=flip)[0]
+            else:
+                if self._code_cache is None:
+                    from unifybench.models.image_codes import ImageCodeCache
+                    self._code_cache = ImageCodeCache.for_backbone(
+                        b, lambda p, f: b.encode_images([open_rgb(p)], flip=f)[0], self.ctx.cache_dir)
+                self._codes[key] = self._code_cache.codes(path, flip)
         return self._codes[key]
 
     def _code_embeddings(self, codes: torch.Tensor) -> torch.Tensor:

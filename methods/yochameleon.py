@@ -76,7 +76,7 @@ class ChameleonPrompting:
     """Prompt pieces and `predict` for a method that puts a concept prompt in front of Chameleon queries.
 
     The class using it sets `self.backbone`, `self.sks` (the identifier's id), `self.token_ids` (ids dropped
-    from answers), `self._image_codes = {}`, has `load_rgb` and a config with the answer/generation settings
+    from answers), `self._image_codes = {}` and `self._code_cache = None`, has `load_rgb` and a config with the answer/generation settings
     (max_new_tokens, temperature, top_k, top_p, gen_batch_size, gen_prompts_limit, images_per_prompt), and
     provides `personalized_prompt()`; `_generation_prefix()` is what an image answer starts with.
     """
@@ -92,10 +92,16 @@ class ChameleonPrompting:
         return ids
 
     def _image_block(self, path: Path, flip: bool = False) -> list[int]:
-        from unifybench.models.chameleon.chat import image_block
+        """`<boi> codes <eoi>` of an image file; the frozen VQGAN codes come from the on-disk code cache."""
         key = (str(path), flip)
         if key not in self._image_codes:
-            self._image_codes[key] = image_block(self.backbone, self.load_rgb(path, flip))
+            if self._code_cache is None:
+                from unifybench.models.image_codes import ImageCodeCache
+                b = self.backbone
+                self._code_cache = ImageCodeCache.for_backbone(
+                    b, lambda p, f: b.encode_images([self.load_rgb(p, f)])[0], self.ctx.cache_dir)
+            codes = self._code_cache.codes(path, flip).tolist()
+            self._image_codes[key] = [self.backbone.boi_id] + codes + [self.backbone.eoi_id]
         return self._image_codes[key]
 
     def _sample(self, human: list[int], answer: list[int], kind: str) -> Sample:
@@ -180,6 +186,7 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
         if cfg.head_rows not in ("all", "identifier"):
             raise UserError(f"yochameleon: head_rows must be 'all' or 'identifier', not {cfg.head_rows!r}")
         self._image_codes: dict[tuple[str, bool], list[int]] = {}
+        self._code_cache = None   # ImageCodeCache, made at the first image
         self._clip = None
         if cfg.n_soft_positives > 0 or cfg.n_hard_negatives > 0:
             self._retrieval_clip()  # loaded now so its weights are hashed into results.json
