@@ -119,7 +119,7 @@ class UniCTokensConfig:
     kv_cache: bool = True
     gen_steps: int = 50
     guidance: float = 5.0
-    gen_batch_size: int = 4
+    gen_batch_size: int = 4                    # images per forward, across prompts (speed only: same images)
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
     kmeans_iters: int = 100
@@ -708,10 +708,7 @@ class UniCTokens(SoftPromptMethod):
                 for item in text_items:
                     preds.append(self.answer(item))
                     advance()
-            total = sum(cfg.images_per_prompt or i.n_images for i in gen_items)
-            with maybe_task(self.ctx.progress, f"generating {concept.name}", total) as advance:
-                for n, item in enumerate(gen_items):
-                    preds.append(self.generate(item, n, Path(out_dir), advance))
+            preds += self.generate_all(gen_items, Path(out_dir), concept.name)
         return preds
 
     def answer(self, item: Item) -> Prediction:
@@ -721,15 +718,28 @@ class UniCTokens(SoftPromptMethod):
         out = b.generate_text(ids, max_new_tokens=self.config.max_new_tokens, use_cache=self.config.kv_cache)
         return Prediction(item.id, item.concept, item.task, item.prompt, text=b.decode_text(out).strip())
 
-    def generate(self, item: Item, n: int, out_dir: Path, advance=lambda k=1: None) -> Prediction:
-        cfg = self.config
-        b = self.backbone
-        prompt = b.t2i_prompt(self.generation_prompt(item.prompt, self.active))
-        gen = torch.Generator(device=b.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
-        codes = b.generate_images(prompt, cfg.images_per_prompt or item.n_images, gen, steps=cfg.gen_steps,
-                                  guidance=cfg.guidance, batch_size=cfg.gen_batch_size)
-        paths = save_images(b.decode_images(codes), out_dir, f"{item.task}_{n:03d}", advance)
-        return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)
+    def generate_all(self, gen_items: list[Item], out_dir: Path, concept_name: str) -> list[Prediction]:
+        """Every image of the concept's prompts, `gen_batch_size` images per forward across prompts; each
+        item seeded by `derive_seed(seed, "gen", item id)`, each image its own stream (`unifybench.models.
+        streams`): the images of generating each item alone, at any batch size."""
+        from unifybench.models.streams import image_generators
+        cfg, b = self.config, self.backbone
+        prompts, generators, owner = [], [], []
+        for k, item in enumerate(gen_items):
+            n = cfg.images_per_prompt or item.n_images
+            gen = torch.Generator(device=b.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
+            prompts += [b.t2i_prompt(self.generation_prompt(item.prompt, self.active))] * n
+            generators += image_generators(gen, n)
+            owner += [k] * n
+        preds = []
+        with maybe_task(self.ctx.progress, f"generating {concept_name}", len(prompts)) as advance:
+            codes = b.generate_image_rows(prompts, generators, steps=cfg.gen_steps, guidance=cfg.guidance,
+                                          batch_size=cfg.gen_batch_size)
+            for k, item in enumerate(gen_items):
+                mine = codes[[r for r, o in enumerate(owner) if o == k]]
+                paths = save_images(b.decode_images(mine), out_dir, f"{item.task}_{k:03d}", advance)
+                preds.append(Prediction(item.id, item.concept, item.task, item.prompt, images=paths))
+        return preds
 
 
 def _count(samples: list[Sample]) -> dict[str, int]:

@@ -59,7 +59,7 @@ class YoChameleonConfig:
     temperature: float = 1.0                   # image sampling: the Anole defaults, no CFG
     top_k: int = 50                            # image sampling: top-k
     top_p: float = 1.0                         # image sampling: nucleus
-    gen_batch_size: int = 8                    # images generated per forward batch
+    gen_batch_size: int = 8                    # images per forward, across prompts (speed only: same images)
     gen_prompts_limit: int = 0                 # > 0: only the first N generation prompts per concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 
@@ -123,10 +123,7 @@ class ChameleonPrompting:
                 for item in text_items:
                     preds.append(self._answer(item))
                     advance()
-            n_images = sum(self._n_images(i) for i in gen_items)
-            with maybe_task(self.ctx.progress, f"generating {concept.name}", n_images) as advance:
-                for n, item in enumerate(gen_items):
-                    preds.append(self._generate(item, n, out_dir, advance))
+            preds += self._generate_all(gen_items, out_dir, concept.name)
         return preds
 
     def _answer(self, item: Item) -> Prediction:
@@ -141,16 +138,33 @@ class ChameleonPrompting:
     def _n_images(self, item: Item) -> int:
         return self.config.images_per_prompt or item.n_images
 
-    def _generate(self, item: Item, n: int, out_dir: Path, advance) -> Prediction:
-        b = self.backbone
-        prompt = b.chat_ids(self.personalized_prompt(), [self._text(" " + item.prompt)])
-        prompt += self._generation_prefix()  # e.g. Yo'Chameleon's answer starts with its generation tokens
-        gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
-        codes = b.generate_images(prompt, self._n_images(item), gen, temperature=self.config.temperature,
-                                  top_k=self.config.top_k, top_p=self.config.top_p,
-                                  batch_size=self.config.gen_batch_size)
-        paths = save_images(b.decode_images(codes), out_dir, f"{item.task}_{n:03d}", advance)
-        return Prediction(item.id, item.concept, item.task, item.prompt, images=paths)
+    def _generation_prompt(self, item: Item) -> list[int]:
+        prompt = self.backbone.chat_ids(self.personalized_prompt(), [self._text(" " + item.prompt)])
+        return prompt + self._generation_prefix()  # e.g. Yo'Chameleon's answer starts with its generation tokens
+
+    def _generate_all(self, gen_items: list[Item], out_dir: Path, concept_name: str) -> list[Prediction]:
+        """Every image of the concept's prompts, `gen_batch_size` images per forward across prompts.
+
+        Each item's seed is `derive_seed(seed, "gen", item id)` and each of its images has its own stream
+        (`unifybench.models.streams`), so the images are those of generating the item alone, at any batch size."""
+        from unifybench.models.streams import image_generators
+        b, cfg = self.backbone, self.config
+        prompts, generators, owner = [], [], []
+        for k, item in enumerate(gen_items):
+            n = self._n_images(item)
+            gen = torch.Generator(device=b.model.device).manual_seed(derive_seed(self.ctx.seed, "gen", item.id))
+            prompts += [self._generation_prompt(item)] * n
+            generators += image_generators(gen, n)
+            owner += [k] * n
+        preds = []
+        with maybe_task(self.ctx.progress, f"generating {concept_name}", len(prompts)) as advance:
+            codes = b.generate_image_rows(prompts, generators, temperature=cfg.temperature, top_k=cfg.top_k,
+                                          top_p=cfg.top_p, batch_size=cfg.gen_batch_size)
+            for k, item in enumerate(gen_items):
+                mine = codes[[r for r, o in enumerate(owner) if o == k]]
+                paths = save_images(b.decode_images(mine), out_dir, f"{item.task}_{k:03d}", advance)
+                preds.append(Prediction(item.id, item.concept, item.task, item.prompt, images=paths))
+        return preds
 
 
 class YoChameleon(ChameleonPrompting, SoftPromptMethod):

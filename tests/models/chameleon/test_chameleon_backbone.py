@@ -240,3 +240,51 @@ def test_pixels_are_truncated_to_8_bits_like_the_yochameleon_postprocess(backbon
     assert np.array_equal(got, want)
     rounded = np.clip(np.round(x), 0, 255).astype(np.uint8).transpose(1, 2, 0)
     assert (got != rounded).any()                                     # rounding would have moved some pixels
+
+
+@pytest.fixture
+def short_images(backbone):
+    """64 codes per image instead of 1024: the decoding loop is the same, the test 16x shorter."""
+    full = backbone.image_seq_length
+    backbone.image_seq_length = 64
+    yield backbone
+    backbone.image_seq_length = full
+
+
+def test_image_codes_do_not_depend_on_batch_size_or_the_prompts_beside_them(short_images):
+    b = short_images
+    prompts = [b.encode_text(t, add_bos=True) + [b.eot_id]
+               for t in ("A dog.", "A photo of a dog on the beach at night.", "A red cup.")]
+    rows = [p for p in prompts for _ in range(2)]
+
+    def streams():
+        return [torch.Generator().manual_seed(50 + r) for r in range(len(rows))]
+
+    alone = torch.cat([b.generate_image_rows([p], [g], batch_size=1) for p, g in zip(rows, streams())])
+    for batch in (2, 4, 6):      # 4 and 6 mix prompt lengths: left padding, masks and explicit positions
+        assert torch.equal(b.generate_image_rows(rows, streams(), batch_size=batch), alone), batch
+    assert len({tuple(r) for r in alone.tolist()}) == len(rows)
+    one = b.generate_images(prompts[1], 3, torch.Generator().manual_seed(5), batch_size=1)
+    assert torch.equal(b.generate_images(prompts[1], 3, torch.Generator().manual_seed(5), batch_size=3), one)
+
+
+def test_preallocated_kv_cache_gives_the_dynamic_cache_tokens_and_never_reallocates(short_images, monkeypatch):
+    b = short_images
+    prompt = b.encode_text("A photo of a dog.", add_bos=True) + [b.eot_id]
+    ids = torch.tensor([prompt])
+    static_text = b.generate_text(ids, 12)
+    static_codes = b.generate_images(prompt, 2, torch.Generator().manual_seed(3), batch_size=2)
+
+    cache = b.kv_cache(len(prompt) + 2)
+    with torch.no_grad():
+        _, cache = b.forward_hidden(ids, past_key_values=cache, use_cache=True)
+        buffer = cache.layers[0]._k.data_ptr()
+        for step in range(2):
+            _, cache = b.forward_hidden(torch.tensor([[b.eot_id]]), past_key_values=cache, use_cache=True)
+            assert cache.layers[0]._k.data_ptr() == buffer and cache.get_seq_length() == len(prompt) + step + 1
+        with pytest.raises(RuntimeError, match="full"):
+            b.forward_hidden(torch.tensor([[b.eot_id]]), past_key_values=cache, use_cache=True)
+
+    monkeypatch.setattr(b, "kv_cache", lambda capacity: None)      # transformers' DynamicCache instead
+    assert b.generate_text(ids, 12) == static_text
+    assert torch.equal(b.generate_images(prompt, 2, torch.Generator().manual_seed(3), batch_size=2), static_codes)

@@ -319,3 +319,22 @@ def test_maskgit_schedule_is_float32_like_the_reference(steps):
         r = np.float32((s + 1) / steps)
         want = int(np.floor(np.float32(1024) * np.cos(r * np.float32(math.pi * 0.5))))
         assert int(mask_lengths(1024, s, steps, torch.tensor([[2000]]))) == max(1, want)
+
+
+def test_maskgit_images_do_not_depend_on_batch_size_or_the_prompts_beside_them(backbone):
+    b = backbone
+    prompts = [b.t2i_prompt(b.encode_text(t)) for t in ("A photo of a dog.", "A red cup on a table.")]
+    rows = [p for p in prompts for _ in range(2)]
+
+    def streams():
+        return [torch.Generator().manual_seed(30 + r) for r in range(len(rows))]
+
+    alone = torch.cat([b.generate_image_rows([p], [g], steps=4, batch_size=1) for p, g in zip(rows, streams())])
+    assert torch.equal(b.generate_image_rows(rows, streams(), steps=4, batch_size=4), alone)
+    assert torch.equal(b.generate_image_rows(rows, streams(), steps=4, batch_size=3), alone)
+    assert len({tuple(r) for r in alone.tolist()}) == len(rows)
+    one, rec = b.generate_images(prompts[0], 3, torch.Generator().manual_seed(5), steps=4, batch_size=1,
+                                 record_steps=(1,))
+    three, rec3 = b.generate_images(prompts[0], 3, torch.Generator().manual_seed(5), steps=4, batch_size=3,
+                                    record_steps=(1,))
+    assert torch.equal(one, three) and torch.equal(rec[1], rec3[1])

@@ -20,18 +20,16 @@ from PIL import Image
 from unifybench.errors import UserError
 from unifybench.models.local import TransformersBackbone, load_pretrained
 from unifybench.models.chameleon.vqgan import VQGANDecoder
+from unifybench.models.streams import image_generators
 
 log = logging.getLogger(__name__)
 
 
 # --- sampling ---------------------------------------------------------------------------------------------
 
-def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int = 50,
-                top_p: float = 1.0) -> torch.Tensor:
-    """One token index per row of `scores` [B, V]: temperature, then top-k, then top-p, then multinomial.
-
-    The draw runs on the generator's device, so a CPU generator gives reproducible seeds on any device.
-    """
+def filtered_probs(scores: torch.Tensor, temperature: float = 1.0, top_k: int = 50,
+                   top_p: float = 1.0) -> torch.Tensor:
+    """Row-wise sampling distribution of `scores` [B, V]: temperature, then top-k, then top-p."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0 for sampling")
     scores = scores.float() / temperature
@@ -43,8 +41,60 @@ def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: f
         drop = ordered.softmax(-1).cumsum(-1) <= 1.0 - top_p
         drop[..., -1] = False  # always keep the most likely token
         scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = scores.softmax(-1).to(generator.device)
+    return scores.softmax(-1)
+
+
+def sample_next(scores: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int = 50,
+                top_p: float = 1.0) -> torch.Tensor:
+    """One token index per row of `scores` [B, V] (`filtered_probs`, then multinomial), all rows from one stream.
+
+    The draw runs on the generator's device, so a CPU generator gives reproducible seeds on any device.
+    """
+    probs = filtered_probs(scores, temperature, top_k, top_p).to(generator.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(scores.device)
+
+
+def sample_rows(scores: torch.Tensor, generators: list[torch.Generator], temperature: float = 1.0,
+                top_k: int = 50, top_p: float = 1.0) -> torch.Tensor:
+    """One token index per row of `scores` [B, V], row r drawn from `generators[r]` alone: a row's draw does not
+    depend on which other rows share its batch."""
+    probs = filtered_probs(scores, temperature, top_k, top_p)
+    picks = [torch.multinomial(probs[r:r + 1].to(g.device), 1, generator=g) for r, g in enumerate(generators)]
+    return torch.cat(picks).view(-1).to(scores.device)
+
+
+# --- the KV cache ---------------------------------------------------------------------------------------------
+
+def preallocated_cache(n_layers: int, capacity: int):
+    """A transformers `Cache` whose layers write keys/values into buffers of `capacity` positions allocated at
+    the first forward, so decode steps copy one position instead of re-concatenating the whole cache (the
+    dynamic cache's `torch.cat` reallocates and copies O(T) per step, O(T^2) per image). Each layer hands
+    attention a view of exactly the filled positions: the same shapes and values as the dynamic cache."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states):
+            b, h, _, d = key_states.shape
+            self._k = key_states.new_empty(b, h, capacity, d)
+            self._v = value_states.new_empty(b, h, capacity, value_states.shape[-1])
+            self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+            self.device, self.is_initialized = key_states.device, True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            start, stop = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
+            if stop > capacity:
+                raise RuntimeError(f"preallocated KV cache of {capacity} positions is full")
+            self._k[:, :, start:stop] = key_states
+            self._v[:, :, start:stop] = value_states
+            self.keys, self.values = self._k[:, :, :stop], self._v[:, :, :stop]
+            return self.keys, self.values
+
+        def get_max_length(self) -> int:
+            return capacity
+
+    return Cache(layers=[PreallocatedLayer() for _ in range(n_layers)])
 
 
 # --- the backbone -----------------------------------------------------------------------------------------
@@ -139,9 +189,9 @@ class ChameleonBackbone(TransformersBackbone):
 
     # --- forward ---
     def forward_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                       past_key_values=None, use_cache: bool = False):
+                       past_key_values=None, use_cache: bool = False, position_ids: torch.Tensor | None = None):
         """Last hidden states [B, T, H] and the KV cache, from the inner decoder (no image-logit masking)."""
-        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask,
+        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                cache=past_key_values, use_cache=use_cache)
         return out.last_hidden_state, out.cache   # transformers' `cache` (5.x: `past_key_values` is deprecated)
 
@@ -159,7 +209,7 @@ class ChameleonBackbone(TransformersBackbone):
             raise ValueError("generate_text decodes one sequence; got batch size %d" % ids.shape[0])
         stop = {self.eot_id, self.eos_id}
         new: list[int] = []
-        past, step = None, ids
+        past, step = self.kv_cache(ids.shape[1] + max_new_tokens), ids
         for _ in range(max_new_tokens):
             hidden, past = self.forward_hidden(step, past_key_values=past, use_cache=True)
             scores = self.logits(hidden[:, -1]).float()
@@ -171,13 +221,18 @@ class ChameleonBackbone(TransformersBackbone):
             step = torch.tensor([[token]], device=self.device)
         return new
 
+    def kv_cache(self, capacity: int):
+        """A KV cache preallocated for `capacity` positions (prompt + every token a decode will add)."""
+        return preallocated_cache(self.model.config.num_hidden_layers, capacity)
+
     @torch.no_grad()
     def generate_images(self, prompt_ids: list[int], n: int, generator: torch.Generator, temperature: float = 1.0,
                         top_k: int = 50, top_p: float = 1.0, batch_size: int = 8) -> torch.Tensor:
         """Anole image-only decoding: prompt + begin-of-image, then exactly `image_seq_length` image codes.
 
-        Returns BPE ids [n, image_seq_length] on the CPU (begin/end-of-image not included). The random stream
-        depends on (generator state, n, batch_size), so the same seed and batch size reproduce bit-for-bit.
+        Returns BPE ids [n, image_seq_length] on the CPU (begin/end-of-image not included). Image i is drawn
+        from its own stream (`unifybench.models.streams`), so the same seed gives the same codes at any
+        `batch_size` (images per forward: a throughput setting).
 
         One difference from the reference, on purpose: the Yo'Chameleon pipeline (`model.generate(...,
         multimodal_generation_mode="image-only")` of its transformers fork) *samples* the first token among
@@ -188,23 +243,58 @@ class ChameleonBackbone(TransformersBackbone):
         codes mixed with begin/end tokens or shifted by one). The first draw of the random stream therefore
         differs from the reference's.
         """
-        prompt = torch.tensor(list(prompt_ids) + [self.boi_id], dtype=torch.long, device=self.device)
-        allowed = self.image_token_ids
-        batches = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            hidden, past = self.forward_hidden(prompt.expand(b, -1), use_cache=True)
-            codes = []
-            for i in range(self.image_seq_length):
-                scores = self.logits(hidden[:, -1])[:, allowed]  # only image codes are candidates
-                token = allowed[sample_next(scores, generator, temperature, top_k, top_p)]
-                codes.append(token)
-                if i + 1 < self.image_seq_length:  # the end-of-image token is implied, not decoded
-                    hidden, past = self.forward_hidden(token[:, None], past_key_values=past, use_cache=True)
-            batches.append(torch.stack(codes, dim=1).cpu())
-        if not batches:
+        return self.generate_image_rows([list(prompt_ids)] * n, image_generators(generator, n), temperature,
+                                        top_k, top_p, batch_size)
+
+    @torch.no_grad()
+    def generate_image_rows(self, prompts: list[list[int]], generators: list[torch.Generator],
+                            temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
+                            batch_size: int = 8) -> torch.Tensor:
+        """One image per (prompt, generator) row, `batch_size` rows per forward across prompts: codes [N, L].
+
+        Rows are batched in order of prompt length (least padding); a batch of unequal prompts is left-padded
+        with an attention mask and explicit positions, so each row sees exactly its own prompt."""
+        if len(prompts) != len(generators):
+            raise ValueError("generate_image_rows needs one generator per prompt")
+        out: list[torch.Tensor | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda r: len(prompts[r]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            codes = self._draw_batch([prompts[r] for r in rows], [generators[r] for r in rows],
+                                     temperature, top_k, top_p)
+            for r, c in zip(rows, codes):
+                out[r] = c
+        if not out:
             return torch.empty(0, self.image_seq_length, dtype=torch.long)
-        return torch.cat(batches)
+        return torch.stack(out)
+
+    def _draw_batch(self, prompts: list[list[int]], generators: list[torch.Generator], temperature: float,
+                    top_k: int, top_p: float) -> torch.Tensor:
+        n_codes, allowed, dev = self.image_seq_length, self.image_token_ids, self.device
+        lengths = [len(p) + 1 for p in prompts]                       # + begin-of-image
+        width, b = max(lengths), len(prompts)
+        ids = torch.full((b, width), self.pad_id if self.pad_id is not None else self.eos_id, dtype=torch.long)
+        mask = torch.ones((b, width + n_codes - 1), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, width - lengths[r]:] = torch.tensor(list(p) + [self.boi_id])
+            mask[r, :width - lengths[r]] = 0
+        ids, mask = ids.to(dev), mask.to(dev)
+        padded = min(lengths) < width     # equal prompts take the unmasked path, exactly as a single prompt
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp_min(0) if padded else None
+        cache = self.kv_cache(width + n_codes - 1)
+        hidden, cache = self.forward_hidden(ids, attention_mask=mask[:, :width] if padded else None,
+                                            position_ids=positions, past_key_values=cache, use_cache=True)
+        codes = []
+        for i in range(n_codes):
+            scores = self.logits(hidden[:, -1])[:, allowed]  # only image codes are candidates
+            token = allowed[sample_rows(scores, generators, temperature, top_k, top_p)]
+            codes.append(token)
+            if i + 1 < n_codes:  # the end-of-image token is implied, not decoded
+                step_mask = mask[:, :width + i + 1] if padded else None
+                step_pos = positions[:, -1:] + i + 1 if padded else None
+                hidden, cache = self.forward_hidden(token[:, None], attention_mask=step_mask, position_ids=step_pos,
+                                                    past_key_values=cache, use_cache=True)
+        return torch.stack(codes, dim=1).cpu()
 
     # --- images <-> tokens ---
     @torch.no_grad()
