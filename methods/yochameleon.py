@@ -46,6 +46,7 @@ class YoChameleonConfig:
     adam_eps: float = 1e-6                     # AdamW epsilon
     batch_size: int = 4                        # training samples per step
     epochs: int = 16                           # passes over the training samples
+    length_buckets: int = 0                    # > 0: batches of similar length (less padding; other batches)
     n_train_images: int = 5                    # training photos used (sorted by name; 4-5 in the paper)
     n_recognition_positives: int = 200         # positive recognition samples (photos repeated)
     n_hard_negatives: int = 100                # pool images ranked right after the soft positives
@@ -292,5 +293,6 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
               description: str) -> list[float]:
         cfg = self.config
         return train_tokens(self.backbone, params, samples,
-                            OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs),
+                            OptimConfig(cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.batch_size, cfg.epochs,
+                                        length_buckets=cfg.length_buckets),
                             generator, self.ctx.progress, description)

@@ -1,4 +1,13 @@
-"""Training concept tokens on token sequences with the loss on answer spans only."""
+"""Training concept tokens on token sequences with the loss on answer spans only.
+
+Batches are drawn from a seeded permutation per epoch (the paper's random batches). With `length_buckets`
+> 0, each window of that many batches of the permutation is sorted by length before it is cut into
+batches, and the window's batches are shuffled again: each epoch still visits every sample exactly once, in
+batches of the same size, from the same seed, but a batch pads to a near neighbour's length, not to the
+longest of a random draw. That changes which samples share a batch (so the losses are not those of random
+batches); what it never changes is the loss of a given batch, which does not depend on its padding
+(right-padded, causal, padded targets ignored). 0 (the default) draws exactly what it always drew.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,6 +41,28 @@ class OptimConfig:
     epochs: int
     max_steps: int = 0   # > 0: iteration-based, stop after this many optimizer steps (`epochs` is then ignored:
                          # each epoch is a fresh order, as many as the steps need, the last one cut short)
+    length_buckets: int = 0   # > 0: batches of similar length within windows of this many batches (module doc)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                  length_buckets: int = 0) -> list[list[int]]:
+    """One epoch's batches of sample indices (see the module docstring)."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if length_buckets <= 0:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * length_buckets
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w:w + window], key=lambda i: lengths[i])   # stable: ties keep the seeded order
+        cut = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [cut[j] for j in torch.randperm(len(cut), generator=generator).tolist()]
+    return batches
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of the collated token positions that are padding."""
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - sum(lengths) / total if total else 0.0
 
 
 def collate(samples: list[Sample], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,14 +106,14 @@ def train_tokens(backbone, params: list[torch.nn.Parameter], samples: list[Sampl
     steps = 0
     epoch_losses = []
     with maybe_task(progress, description, n_steps) as advance:
+        lengths = [len(s.ids) for s in samples]
         for _ in range(epochs):
-            order = torch.randperm(len(samples), generator=generator).tolist()
             total, count = 0.0, 0
-            for start in range(0, len(order), cfg.batch_size):
+            for members in epoch_batches(lengths, cfg.batch_size, generator, cfg.length_buckets):
                 if cfg.max_steps > 0 and steps >= cfg.max_steps:
                     break
                 steps += 1
-                batch = [samples[i] for i in order[start:start + cfg.batch_size]]
+                batch = [samples[i] for i in members]
                 ids, mask, targets = collate(batch, backbone.pad_id, device)
                 loss = sequence_loss(backbone, ids, mask, targets)
                 optimizer.zero_grad(set_to_none=True)
