@@ -17,6 +17,7 @@ own. Several sizes give the growth of each stage as a fitted exponent (log time 
   python bench/scale.py --concepts 1 --pool 1000,10000,100000   # growth in the pool (100k: ~minutes to write)
   python bench/scale.py --quick                      # small sizes, a test runs this
 `--epochs`, `--prompts` and `--soft` scale the model's work down on a small machine; the figures say so.
+Each size runs cold: its own cache folder (CLIP embeddings, image codes), so no point reads another's work.
 Tiny models: the numbers time the pipeline and say nothing about any method.
 """
 from __future__ import annotations
@@ -171,7 +172,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     wrap(YoChameleon, "training_samples", "sample building")
     wrap(YoChameleon, "train", "training")
     wrap(ChameleonPrompting, "_answer", "answering")
-    wrap(ChameleonPrompting, "_generate", "generation")
+    wrap(ChameleonPrompting, "_generate_all", "generation")
     wrap(runner, "write_run_table", "tables")
     evaluator_names = [e.name for e in EVALUATORS.entries()
                        if e.name in ("recognition", "bleu", "clip_i", "clip_t", "dino")]
@@ -183,7 +184,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
                      n_train_images=5, gen_prompts_limit=0, images_per_prompt=0, max_new_tokens=args.max_new_tokens,
                      lr=1e-3)
     spec = RunSpec(method="yochameleon", benchmark="unifybench", data_root=str(data), overrides=overrides,
-                          output_dir=out, cache_dir=work / "cache", tiny=True, progress=False,
+                          output_dir=out, cache_dir=work / f"cache-{n_concepts}c-{pool_size}p", tiny=True, progress=False,
                           evaluators=evaluator_names)
     t = time.perf_counter()
     try:
