@@ -3,7 +3,7 @@
 Both sides use the same models: an open_clip ViT-B/32 (or, `--clip hf`, a transformers CLIP at ViT-L/14 or
 ViT-B/32 geometry: what bench/gpu.py uses, as the GPU image has no open_clip) and a transformers DINO ViT-S/16
 with their full shapes and RANDOM weights (no weights are downloaded), written in their real folder formats and loaded by
-our real loaders. The data are synthetic 512x512 PNGs: `--n-gen` generated images (4 per prompt) and
+our real loaders. The data are synthetic 512x512 PNGs: `--n-gen` generated images (default 100, 4 per prompt) and
 `--n-ref` reference photos per concept.
 
   ours   `ClipImage`, `ClipText` and `Dino` evaluators as a run calls them: every generated image is read
@@ -18,7 +18,7 @@ Prints images/second of both, the ratio, and the largest absolute difference bet
 per-image scores (< 1e-5 expected in float32). Process CPU time is printed beside the wall clock: on a
 machine shared with other work the wall clock of the two sides (run one after the other) is noisy.
 
-Run: python bench/eval_throughput.py [--n-gen 200] [--n-ref 5] [--device cuda --dtype float16]
+Run: python bench/eval_throughput.py [--n-gen 100] [--n-ref 5] [--device cuda --dtype float16]
 """
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def naive(data, run: Path, clip, dino, device: str):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-gen", type=int, default=200, help="generated images per concept (>= 200 for the record)")
+    ap.add_argument("--n-gen", type=int, default=100, help="generated images per concept (100: minutes on 2 cores)")
     ap.add_argument("--n-ref", type=int, default=5, help="reference images per concept")
     ap.add_argument("--n-concepts", type=int, default=1)
     ap.add_argument("--device", default="cpu")
