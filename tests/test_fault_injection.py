@@ -86,8 +86,15 @@ def lines(path: Path) -> int:
 
 
 def cached_keys(cache: Path) -> set[str]:
-    path = cache / "judge" / "replies.jsonl"
-    return set(JudgeCache(path)._index) if path.exists() else set()
+    """The keys of the whole lines of the judge cache: the replies a kill now cannot lose."""
+    path, keys = cache / "judge" / "replies.jsonl", set()
+    for line in path.read_bytes().splitlines(keepends=True) if path.exists() else []:
+        if line.endswith(b"\n"):
+            try:
+                keys.add(json.loads(line)["key"])
+            except ValueError:
+                pass   # the torn line
+    return keys
 
 
 def without_run_facts(obj):
@@ -255,7 +262,7 @@ def test_judge_reference_meets_every_fault_counts_failures_and_pays_once(judge_r
     assert all(r["score"] is None for r in rows if r.get("failed"))
 
 
-def test_judge_killed_during_cache_appends_and_a_torn_line_resumes_to_identical_scores(tmp_path, judge_reference):
+def test_judge_killed_during_a_cache_append_resumes_past_the_torn_line_to_identical_scores(tmp_path, judge_reference):
     reference, reference_log, _ = judge_reference
     n_valid = sum(paid(reference_log).values())
     rng = random.Random(SEED + 1)
@@ -264,7 +271,7 @@ def test_judge_killed_during_cache_appends_and_a_torn_line_resumes_to_identical_
     logs: list[str] = []
     with fault_judge() as judge:
         cmd = command("judge", out, cache, judge.base_url)
-        # 1. killed after a random cache append, then the last line torn as a kill in mid-append leaves it
+        # killed after a random cache append, then its last line torn as a kill in mid-append leaves it
         line = rng.randint(2, n_valid - 4)
         kill_when(cmd, lambda: lines(replies) >= line, f"judge cache line {line}", logs)
         kept = cached_keys(cache)
@@ -273,23 +280,18 @@ def test_judge_killed_during_cache_appends_and_a_torn_line_resumes_to_identical_
         replies.write_bytes(b"".join(whole[:-1]) + whole[-1][: len(whole[-1]) // 2])
         kept.discard(torn_key)
         assert JudgeCache(replies).skipped_lines == 1
-        seen_1 = len(judge.log)
-        # 2. killed again a few appends later
-        line = rng.randint(lines(replies) + 1, n_valid - 1)
-        kill_when(cmd, lambda: lines(replies) >= line, f"judge cache line {line}", logs)
-        kept_2, seen_2 = cached_keys(cache), len(judge.log)
+        seen = len(judge.log)
         finish(cmd, logs)
 
         assert outcome(out) == reference
         assert not judge.violations
         assert_retries_waited(judge.log)
         name = key_of_request(judge)
-        assert kept <= set(name) and kept_2 <= set(name) and kept and kept_2 > kept
-        assert not {e["request"] for e in judge.log[seen_1:]} & {name[k] for k in kept}
-        assert not {e["request"] for e in judge.log[seen_2:]} & {name[k] for k in kept_2}
-        # Paid twice: only the torn reply and the ones in flight at the two kills (one worker: one each).
+        assert kept and kept <= set(name), "cache keys must map to requests, or the next check proves nothing"
+        assert not {e["request"] for e in judge.log[seen:]} & {name[k] for k in kept}
+        # Paid twice: only the torn reply and the one in flight at the kill (one worker).
         twice = {r for r, n in paid(judge.log).items() if n > 1}
-        assert name[torn_key] in twice and len(twice) <= 1 + 2 * FAST["workers"]
+        assert name[torn_key] in twice and len(twice) <= 1 + FAST["workers"]
         assert max(paid(judge.log).values()) == 2
     # The torn line stays skipped, and every append after it started a clean line.
     final = JudgeCache(replies)
