@@ -27,10 +27,11 @@ distinct request body. What it replies is decided from the text of the last user
   anything else 0); without one, from the "Reference answer:" and "Candidate answer:" lines (equal
   ignoring case and a final period: 1; sharing a word of 4+ letters: 0.5; else 0).
 
-Every chat request (in the other modes: every one that got a score) is logged in ``judge.log`` as ``{"request": sha256 of its messages, "attempt", "kind", "t"}``
-(``kind``: what it got: ``"valid"`` for a score, else the fault's name), so a test can count paid calls per
-request. Every request is also checked: the model name, temperature 0, the seed, exactly a system and a user
-message (a fresh conversation), and the bearer key when ``expected_key`` is set (else HTTP 401).
+Every chat request (in the other modes: every one that got a score) is logged in ``judge.log`` as
+``{"request": sha256 of its messages, "attempt", "kind", "t"}`` (``kind``: what it got: ``"valid"`` for a
+score, else the fault's name), so a test can count paid calls per request. Every request is also checked:
+the model name, temperature 0, the seed, exactly a system and a user message (a fresh conversation), and
+the bearer key when ``expected_key`` is set (else HTTP 401).
 Violations are collected in ``judge.violations``.
 
 It also answers the Images API: ``POST /v1/images/generations`` (JSON) and ``POST /v1/images/edits``
