@@ -305,8 +305,8 @@ def cmd_ls(args) -> int:
                 print(f"{name}\t{what}")
             return 0
         from unifybench.tables import text_table
-        rows = [[s.name, s.type, st.show(s.default), s.meaning or "-"] for s in st.settings(args.name)]
-        sys.stdout.write(text_table(["setting", "type", "default", "meaning"], rows))
+        rows = [[s.name, s.type, st.show(s.default), s.allowed or "-", s.meaning or "-"] for s in st.settings(args.name)]
+        sys.stdout.write(text_table(["setting", "type", "default", "allowed", "meaning"], rows))
         return 0
     if args.name:
         raise UserError(f"`unifybench ls {args.kind}` takes no name")
