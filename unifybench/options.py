@@ -80,6 +80,10 @@ def normalise(command: str, options: dict[str, Any]) -> dict[str, Any]:
     for key in PATH_OPTIONS + ("data_root",):
         if o.get(key) is not None:
             o[key] = str(o[key])
+    from unifybench.devices import check_device
+    from unifybench.models.weights import check_roles
+    o["device"] = check_device(str(o["device"]))
+    check_roles(o["model"])
     if o["dtype"] not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {o['dtype']!r}")
     if o["missing"] not in ("wrong", "exclude"):

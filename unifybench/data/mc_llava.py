@@ -384,7 +384,7 @@ class MCLLaVA(Benchmark):
                         train.append(train_dir / f)
             train.sort(key=lambda p: natural_key(p.name))
         else:
-            train = [p for p in list_images(train_dir) if not is_mask(p)]
+            train = [p for p in list_images(train_dir, root=self.root) if not is_mask(p)]
         mask = {}
         for p in train:
             m = p.with_name(f"{p.stem}_mask{p.suffix}")
@@ -392,7 +392,7 @@ class MCLLaVA(Benchmark):
                 m = p.with_name(f"{p.stem}_mask.png")
             if m.is_file():
                 mask[p] = m
-        test = [p for p in list_images(test_dir) if not is_mask(p)]
+        test = [p for p in list_images(test_dir, root=self.root) if not is_mask(p)]
         return Concept(name=n, category="object", class_noun="object", train_images=tuple(train),
                        test_images=tuple(test)), mask
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item)
+from unifybench.data.root import check_inside, relative_inside
 from unifybench.errors import DataError, UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -55,13 +56,17 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts), name
 
 
-def list_images(folder: Path, skip_masks: bool = False) -> list[Path]:
-    """Image files directly inside `folder`, in natural name order (empty when the folder is missing)."""
+def list_images(folder: Path, skip_masks: bool = False, root: Path | None = None) -> list[Path]:
+    """Image files directly inside `folder`, in natural name order (empty when the folder is missing); with
+    `root`, an image that resolves outside it (a symlink out of the data) is a DataError naming it."""
     if not folder.is_dir():
         return []
     files = [p for p in folder.iterdir()
              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
              and not (skip_masks and "mask" in p.name.lower())]
+    if root is not None:
+        for p in files:
+            check_inside(root, p, p)
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -349,14 +354,16 @@ class UnifyBench(Benchmark):
                 raise DataError(ti_path, f"must be a list of file names, got a {_type_name(type(listed))}", field=n)
             train = []
             for j, f in enumerate(listed):
-                p = tdir / _string(ti_path, f, f"{n}[{j}]")
+                # `../cat/0.jpg` would train on another concept's photo: entries stay in the concept's folder.
+                p = relative_inside(tdir, _string(ti_path, f, f"{n}[{j}]"), ti_path, f"{n}[{j}]",
+                                    f"concept {n!r}'s train folder")
                 if not p.is_file():
                     raise DataError(ti_path, f"image {p} does not exist", field=f"{n}[{j}]")
                 train.append(p)
             train.sort(key=lambda p: natural_key(p.name))
         else:
-            train = list_images(tdir)
-        test = list_images(sdir)
+            train = list_images(tdir, root=self.root)
+        test = list_images(sdir, root=self.root)
 
         concept = Concept(name=n, category=category, class_noun=class_noun, info=text, extra_info=facts,
                           generation_type=gen_type, train_images=tuple(train), test_images=tuple(test),
@@ -387,9 +394,12 @@ class UnifyBench(Benchmark):
         for i, e in enumerate(entries):
             q, a = self._qa_entry(path, e, f"[{i}]", n)
             name = _string(path, e.get("image"), f"[{i}].image")
-            image = Path(name) if Path(name).is_absolute() else sdir / name
-            if not image.is_file() and not Path(name).is_absolute() and (self.root / name).is_file():
+            if Path(name).is_absolute():
+                raise DataError(path, f"absolute path {name!r}; name the image relative to {sdir}", field=f"[{i}].image")
+            image = sdir / name                                         # the test folder's file, else the root's
+            if not image.is_file() and (self.root / name).is_file():
                 image = self.root / name
+            check_inside(self.root, image, path, f"[{i}].image")      # `../` or a symlink out of the data
             if not image.is_file():
                 raise DataError(path, f"image {image} does not exist", field=f"[{i}].image")
             out.append((q, image, a))

@@ -62,6 +62,7 @@ from unifybench.data.schema import GEN, MC, PLACEHOLDER, REC, Benchmark, Concept
 from unifybench.data.unifybench import (MINI_ROOT, REC_PROMPT, _type_name, check_concept_name, list_images,
                                         natural_key, normalize_placeholder, parse_dreambench_prompts)
 from unifybench.data.problems import Problems as _Problems, read_json_file, text_field as _text
+from unifybench.data.root import check_inside
 from unifybench.errors import DataError, UserError
 
 VISUAL_QA_FILE = "yollava-visual-qa.json"
@@ -218,6 +219,15 @@ def resolve_image(root: Path, key: str) -> Path | None:
             if path.is_file():
                 return path
     return None
+
+
+def _stays_inside(root: Path, path: Path) -> bool:
+    """Whether `path` resolves inside `root` (a symlinked test image pointing elsewhere does not)."""
+    try:
+        check_inside(root, path, path)
+    except DataError:
+        return False
+    return True
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -404,8 +414,8 @@ class YoLLaVA(Benchmark):
             concepts.append(Concept(
                 name=n, category=cat, class_noun=noun, info=captions.get(n, "") if captions else "",
                 generation_type="object" if cat == "object" else "live_subject",
-                train_images=tuple(list_images(folders[n]["train"])),
-                test_images=tuple(list_images(folders[n]["test"]))))
+                train_images=tuple(list_images(folders[n]["train"], root=self.root)),
+                test_images=tuple(list_images(folders[n]["test"], root=self.root))))
 
         mc: dict[str, list[_MC]] = {n: [] for n in names}
         form = self._load_visual_qa(known, mc, problems, files, warnings)
@@ -487,7 +497,7 @@ class YoLLaVA(Benchmark):
                 problems.add(path, f"image {image_key!r} does not exist under {self.root}", field=where)
                 return
             image = Path(os.path.normpath(image))
-            if image.parent.parent != self.root / "test":
+            if image.parent.parent != self.root / "test" or not _stays_inside(self.root, image):
                 problems.add(path, f"image {image_key!r} is not a test image (test/<concept>/...) of this root",
                              field=where)
                 return
