@@ -30,7 +30,7 @@ class Setting:
     type: str
     default: Any
     meaning: str
-    allowed: str = ""              # the range of a numeric setting ("> 0", "0 .. 1"); "" for the others
+    allowed: str = ""              # the range of a numeric setting ("(0,inf)", "[0,1]"); "" for the others
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class Range:
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def interval(self) -> str:
+        """Compact interval notation for `ls settings`: "(0,inf)", "[0,1]"."""
+        low = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        high = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
+        return f"{low},{high}"
 
     def text(self) -> str:
         low = None if self.low is None else ("> " if self.low_open else ">= ") + f"{self.low:g}"
@@ -154,7 +160,7 @@ def method_settings(cls: type) -> list[Setting]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         allowed = field_range(f)
         out.append(Setting(f.name, _type_name(f.type), default, f.metadata.get("help") or comments.get(f.name, ""),
-                           allowed.text() if allowed else ""))
+                           allowed.interval() if allowed else ""))
     return out
 
 

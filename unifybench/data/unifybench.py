@@ -30,6 +30,7 @@ Loading never opens an image (it only lists and stats files); :meth:`UnifyBench.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,17 @@ def list_images(folder: Path, skip_masks: bool = False, root: Path | None = None
     `root`, an image that resolves outside it (a symlink out of the data) is a DataError naming it."""
     if not folder.is_dir():
         return []
-    files = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-             and not (skip_masks and "mask" in p.name.lower())]
     if root is not None:
-        for p in files:
-            check_inside(root, p, p)
+        check_inside(root, folder, folder)           # the folder itself may be a symlink out
+    files = []
+    with os.scandir(folder) as entries:             # DirEntry knows symlinks without a stat per file
+        for e in entries:
+            if (Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.name.startswith(".")
+                    and not (skip_masks and "mask" in e.name.lower()) and e.is_file()):
+                p = folder / e.name
+                if root is not None and e.is_symlink():
+                    check_inside(root, p, p)
+                files.append(p)
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
