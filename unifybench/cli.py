@@ -346,9 +346,9 @@ def _plugged_parsers(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argv)
-    _plugged_parsers(parser._subparsers._group_actions[0])
     try:
+        parser = build_parser(argv)   # lists the registries: a plugin clashing with a built-in stops here
+        _plugged_parsers(parser._subparsers._group_actions[0])
         args = apply_config_file(parser, argv)
         return COMMANDS[args.command](args)
     except UserError as e:

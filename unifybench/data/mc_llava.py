@@ -352,7 +352,7 @@ class MCLLaVA(Benchmark):
         by_name = {c.name: c for c in concepts}
         concepts = [by_name[m] for sc in scenarios for m in sc.members if m in by_name]
         self._data = _Data(concepts=concepts, scenario_of=scenario_of, scenarios=scenarios, qa=qa, masks=masks,
-                           conversations=conversations, random_images=list_images(self.root / RANDOM_DIR),
+                           conversations=conversations, random_images=list_images(self.root / RANDOM_DIR, root=self.root),
                            files=sorted(set(files)), problems=problems, warnings=warnings)
         return self._data
 

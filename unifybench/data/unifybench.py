@@ -243,7 +243,7 @@ class UnifyBench(Benchmark):
             if not self._problems:
                 raise  # the file every concept depends on is broken: nothing more to list
             loaded, problems = self._partial, list(self._problems)
-            images = set(list_images(self.root / "random_images"))
+            images = set(list_images(self.root / "random_images", root=self.root))
         for cd in loaded:
             c = cd.concept
             if not c.train_images:
@@ -315,7 +315,7 @@ class UnifyBench(Benchmark):
                 first.args = (f"{first} (and {len(problems) - 1} more problems; see `unifybench validate`)",)
             raise first
 
-        random_images = list_images(self.root / "random_images")
+        random_images = list_images(self.root / "random_images", root=self.root)
         prompts = self._load_prompts(files)
         for cd in concepts:
             if not prompts.get(cd.concept.generation_type):
