@@ -90,7 +90,7 @@ class MCLLaVAConfig:
     weight_decay: float = 1e-6
     adam_eps: float = positive(1e-8)
     batch_size: int = positive(1)
-    epochs: int = positive(15)
+    epochs: int = 15                     # 0: the initialised tokens, untrained (an ablation)
     positives_per_image: int = 5
     n_random_negatives: int = 100
     joint_negatives_per_image: int = 10
