@@ -330,6 +330,17 @@ class YoLLaVA(Benchmark):
     def data_files(self) -> list[Path]:
         return list(self._ready().files)
 
+    def _images(self, folder: Path, problems: _Problems) -> tuple[Path, ...]:
+        """`list_images(folder)` less any image that resolves outside the data root (a symlink out), each
+        recorded as a problem."""
+        kept = []
+        for p in list_images(folder):
+            try:
+                kept.append(check_inside(self.root, p, p))
+            except DataError as e:
+                problems.add_error(e)
+        return tuple(kept)
+
     def validate(self) -> list[str]:
         """Every problem: each schema problem (file, field, what), concepts without images, undecodable images."""
         from PIL import Image
@@ -414,8 +425,8 @@ class YoLLaVA(Benchmark):
             concepts.append(Concept(
                 name=n, category=cat, class_noun=noun, info=captions.get(n, "") if captions else "",
                 generation_type="object" if cat == "object" else "live_subject",
-                train_images=tuple(list_images(folders[n]["train"], root=self.root)),
-                test_images=tuple(list_images(folders[n]["test"], root=self.root))))
+                train_images=self._images(folders[n]["train"], problems),
+                test_images=self._images(folders[n]["test"], problems)))
 
         mc: dict[str, list[_MC]] = {n: [] for n in names}
         form = self._load_visual_qa(known, mc, problems, files, warnings)
