@@ -14,12 +14,19 @@ from unifybench.errors import UserError
 _DEVICE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 
 
-def check_device(text: str) -> str:
-    """`text` when it names a device present here; a one-line UserError otherwise."""
+def check_device_name(text: str) -> str:
+    """`text` when it is a device name (cpu, cuda, cuda:N, mps); a one-line UserError otherwise. Needs no
+    torch and no GPU (a config file planned on a login node is checked with this)."""
     m = _DEVICE.match(str(text).strip())
     if not m or (m.group(1) != "cuda" and m.group(2) not in (None, "0")):
         raise UserError(f"--device {text!r} is not a device (cpu, cuda, cuda:N or mps)")
-    kind, index = m.group(1), m.group(2)
+    return text
+
+
+def check_device(text: str) -> str:
+    """`text` when it names a device present here; a one-line UserError otherwise."""
+    check_device_name(text)
+    kind, index = _DEVICE.match(str(text).strip()).groups()
     if kind == "cpu":
         return text
     import torch
