@@ -49,6 +49,7 @@ from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench import trainlog
+from unifybench.settings import fraction, positive
 from unifybench.training import Sample, collate
 
 log = logging.getLogger(__name__)
@@ -78,51 +79,51 @@ class UniCTokensConfig:
     stages: str = "1,2,3"                      # Table 3: "1" | "2" (w/o 1) | "1,2" | "1,2,3"
     t2i_weight: float = 0.8
     mmu_weight: float = 0.2
-    max_text_len: int = 128                    # T2I prompt length (129 with <|t2i|>)
+    max_text_len: int = positive(128)          # T2I prompt length (129 with <|t2i|>)
     # data
     n_positive: int = 30                       # positive recognition samples (training photos cycled)
     n_negative: int = 30                       # random-image negatives
     hflip: bool = True                         # random flip, drawn once per sample (the code materialises batches once)
     train_sot: bool = False                    # code: no <|endoftext|> after <|eoi|> in training (eval has one)
-    cond_dropout: float = 0.1
+    cond_dropout: float = fraction(0.1)
     # stage 1
     s1_init: str = "images"                    # images (k-means of VQ-code embeddings) | words
-    s1_lr: float = 1e-4
-    s1_epochs: int = 20
-    s1_batch: int = 4
+    s1_lr: float = positive(1e-4)
+    s1_epochs: int = positive(20)
+    s1_batch: int = positive(4)
     s1_weight_decay: float = 1e-4
-    s1_eps: float = 1e-6
+    s1_eps: float = positive(1e-6)
     # stage 2
     s2_from_epoch: int = 0                     # stage-1 epoch stage 2 starts from (0 = the last); code: 15
     s2_init: str = "stage1"                    # non-person tokens: stage1 (paper) | image_rows (code)
     face_init: bool = True                     # ArcFace init for person concepts
-    s2_lr: float = 1e-3
-    s2_epochs: int = 20
-    s2_batch: int = 1
+    s2_lr: float = positive(1e-3)
+    s2_epochs: int = positive(20)
+    s2_batch: int = positive(1)
     s2_weight_decay: float = 1e-3
-    s2_eps: float = 1e-8
+    s2_eps: float = positive(1e-8)
     # stage 2 -> 3
     s3_init: str = "diff"                      # diff (paper eq. 5) | whitened (code) | full_image | random_patch | none
     perception_images: int = 20
-    perception_steps: int = 50
+    perception_steps: int = positive(50)
     perception_guidance: float = 5.0
-    perception_early: float = 0.2              # step 10 of 50 (n in eq. 5)
-    perception_late: float = 0.7               # step 35 of 50 (m in eq. 5)
+    perception_early: float = fraction(0.2)    # step 10 of 50 (n in eq. 5)
+    perception_late: float = fraction(0.7)     # step 35 of 50 (m in eq. 5)
     # stage 3
-    s3_lr: float = 1e-4
-    s3_epochs: int = 20
-    s3_batch: int = 1
+    s3_lr: float = positive(1e-4)
+    s3_epochs: int = positive(20)
+    s3_batch: int = positive(1)
     s3_weight_decay: float = 1e-3
-    s3_eps: float = 1e-8
+    s3_eps: float = positive(1e-8)
     # prediction
-    max_new_tokens: int = 100
+    max_new_tokens: int = positive(100)
     kv_cache: bool = True
-    gen_steps: int = 50
+    gen_steps: int = positive(50)
     guidance: float = 5.0
-    gen_batch_size: int = 4
+    gen_batch_size: int = positive(4)
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
-    kmeans_iters: int = 100
+    kmeans_iters: int = positive(100)
 
 
 @dataclass

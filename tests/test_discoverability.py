@@ -47,11 +47,13 @@ def test_ls_presets_and_settings(capsys):
     assert set(lines) == {"paper", *YoChameleon.presets} and lines["paper"] == "the defaults"
     assert "epochs=3" in lines["tiny"]
     assert cli_main(["ls", "settings", "yochameleon"]) == 0
-    rows = [l.split(None, 3) for l in capsys.readouterr().out.splitlines()[2:]]
+    rows = [l.split(None, 4) for l in capsys.readouterr().out.splitlines()[2:]]
     by_name = {r[0]: r for r in rows}
     assert set(by_name) == {f.name for f in fields(YoChameleonConfig)}
-    assert by_name["epochs"][1:] == ["int", "16", "passes over the training samples"]
-    assert by_name["lr"][3].startswith("AdamW learning rate")
+    assert by_name["epochs"][1:] == ["int", "16", "(0,inf)", "passes over the training samples"]
+    assert by_name["lr"][3:] == ["(0,inf)", "AdamW learning rate of the concept tokens"]   # declared on the field
+    assert by_name["top_p"][3] == "(0,1]" and by_name["weight_decay"][3] == "[0,inf)"     # declared; the default
+    assert by_name["backbone"][3] == "-"
     assert cli_main(["ls", "settings", "bleu"]) == 0
     out = capsys.readouterr().out
     assert "scale" in out and "1: 0-1 scale; 100: sacrebleu's 0-100" in out
