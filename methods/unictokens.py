@@ -119,7 +119,7 @@ class UniCTokensConfig:
     kv_cache: bool = True                      # answers decode with a KV cache (False: recompute, as the reference)
     gen_steps: int = 50                        # MaskGIT decoding steps per generated image
     guidance: float = 5.0                      # classifier-free guidance scale of generation
-    gen_batch_size: int = 4                    # images generated per forward batch
+    gen_batch_size: int = 4                    # images per forward, across prompts (speed only: same images)
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
     kmeans_iters: int = 100                    # k-means iterations of every token initialisation
