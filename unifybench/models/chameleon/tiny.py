@@ -18,7 +18,8 @@ tokens, `NON_TEXT_BIAS` for every other row (end of turn, `</s>`, specials, imag
 blank or partial-character text). The concept rows a method trains start from those rows, so a few tiny
 training steps cannot lift them above the text: every tiny answer is visible random words (and the training
 loss on concept-token targets reads high: the tiny numbers test the pipeline, not a method). Image
-generation samples among image codes only, where a common bias changes nothing.
+generation samples among image codes only, where a common bias changes nothing. A full fine-tune
+(`chameleon-full-ft`) trains the layers too and may overwrite feature 0: its tiny answers are what it learned.
 """
 from __future__ import annotations
 
