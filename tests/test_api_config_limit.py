@@ -198,6 +198,7 @@ def test_log_tensorboard_writes_the_losses_of_train_log(tmp_path):
     assert epochs == [(r["epoch"], pytest.approx(r["loss"])) for r in log if r["kind"] == "epoch"]
 
 
+@pytest.mark.slow   # wandb starts its own service process (about 8 s)
 def test_log_wandb_writes_the_losses_of_train_log_to_an_offline_run(tmp_path, monkeypatch):
     """`--log wandb` (the optional extra, in the test extra): offline unless the user set WANDB_MODE, the run
     under the output folder, its history rows holding the step and epoch losses of train_log.jsonl, read back
