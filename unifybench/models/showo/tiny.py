@@ -15,8 +15,8 @@ so an image is an 8x8 grid of 64 tokens; the vocabulary layout is the real one (
 **Steered to text**, so that a newcomer can tell a working text path from a broken one: the random head
 ranks one of the 8192 image codes (or end of text, a special, a blank) first for almost every answer, and
 the decoder keeps text ids only, so tiny answers came out empty, which looks exactly like a broken
-pipeline. The builder sets the head's bias, seeded and saved with the weights: 0 for the readable text
-tokens, `NON_TEXT_BIAS` for every other id (end of text, blank or partial-character text, [PAD] and the
+pipeline. The builder sets the head's bias, saved with the seeded weights: the readable text tokens keep
+their random one (within +-0.125), every other id gets `NON_TEXT_BIAS` (end of text, blank or partial-character text, [PAD] and the
 specials, the image codes, the mask); end of text, blanks and specials also get a zero weight row. The
 concept rows UniCTokens adds start from image-code rows (the released code's rule), so they start there
 too and a few tiny training steps cannot lift them above the text: every tiny answer is visible random
