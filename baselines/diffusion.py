@@ -66,16 +66,16 @@ class DiffusionConfig:
     resolution: int = positive(512)        # training crops; SD-1.x's native size (both diffusers READMEs)
     center_crop: bool = False              # False: random crops (both diffusers scripts' default)
     flip_p: float = fraction(0.0)          # horizontal flip probability
-    lr: float = positive(5e-6)
+    lr: float = positive(5e-6)             # AdamW learning rate (constant schedule)
     scale_lr: bool = False                 # lr x batch_size x grad_accum (diffusers' --scale_lr)
-    batch_size: int = positive(1)
-    grad_accum: int = positive(1)
-    max_train_steps: int = 400
-    adam_beta1: float = within(0.9, 0, 1, high_open=True)  # AdamW settings: the diffusers training scripts' defaults
-    adam_beta2: float = within(0.999, 0, 1, high_open=True)
-    weight_decay: float = 1e-2
-    adam_eps: float = positive(1e-8)
-    max_grad_norm: float = 1.0
+    batch_size: int = positive(1)          # training images per forward pass
+    grad_accum: int = positive(1)          # forward passes per optimizer step
+    max_train_steps: int = 400             # optimizer steps
+    adam_beta1: float = within(0.9, 0, 1, high_open=True)  # AdamW beta1 (the AdamW values: the diffusers scripts' defaults)
+    adam_beta2: float = within(0.999, 0, 1, high_open=True)  # AdamW beta2
+    weight_decay: float = 1e-2             # AdamW weight decay
+    adam_eps: float = positive(1e-8)       # AdamW epsilon
+    max_grad_norm: float = 1.0             # gradient clipping norm
     num_inference_steps: int = positive(50)  # the pipeline's scheduler (PNDM for SD-1.x), 50 steps
     guidance_scale: float = 7.5            # SD's classifier-free guidance default
     gen_resolution: int = positive(512)    # generated images are gen_resolution x gen_resolution
@@ -92,11 +92,11 @@ class DreamBoothConfig(DiffusionConfig):
     preservation uses 400 steps). Prompt forms from Ruiz et al. ("a [V] [class noun]" / "a [class noun]")."""
 
     identifier: str = "sks"                # the rare token [V] (the diffusers README's "sks")
-    instance_prompt: str = "a {identifier} {class_noun}"
-    class_prompt: str = "a {class_noun}"
-    prior_preservation: bool = True
-    prior_loss_weight: float = 1.0
-    num_class_images: int = 200
+    instance_prompt: str = "a {identifier} {class_noun}"  # training prompt of the concept photos
+    class_prompt: str = "a {class_noun}"   # prompt of the prior-preservation class images
+    prior_preservation: bool = True        # also train on generated class images (the prior loss)
+    prior_loss_weight: float = 1.0         # weight of that loss
+    num_class_images: int = 200            # class images drawn (once, cached) for it
     class_batch_size: int = positive(4)    # images per call when drawing class images (the script's default)
     train_text_encoder: bool = False       # the README's optional --train_text_encoder, off by default
     max_train_steps: int = 800

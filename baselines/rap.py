@@ -44,8 +44,8 @@ class RapConfig:
     retrieval: str = "name"                  # "name" (the released scripts) | "image" (+ CLIP search of the photo)
     top_k: int = positive(1)                 # the scripts' --topK: how many entries image search fills up to
     retrieval_clip: str = ""                 # open_clip checkpoint for "image" (RAP: CLIP ViT-L/14-336); --model clip=
-    max_new_tokens: int = positive(128)
-    name_format: str = "<{name}>"
+    max_new_tokens: int = positive(128)      # answers, greedy
+    name_format: str = "<{name}>"            # how the concept is named in prompts and in the database
 
 
 @dataclass(frozen=True)

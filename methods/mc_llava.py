@@ -86,14 +86,14 @@ class MCLLaVAConfig:
     max_concepts: int = positive(4)      # identifier slots in the vocabulary (the largest scenario)
     init: str = "kmeans"                 # "kmeans" (masked visual features) | "random"
     kmeans_n_init: int = positive(10)    # sklearn 1.2.2's default, which the code ran with
-    lr: float = positive(1e-3)
-    weight_decay: float = 1e-6
-    adam_eps: float = positive(1e-8)
-    batch_size: int = positive(1)
-    epochs: int = 15                     # 0: the initialised tokens, untrained (an ablation)
-    positives_per_image: int = 5
-    n_random_negatives: int = 100
-    joint_negatives_per_image: int = 10
+    lr: float = positive(1e-3)           # AdamW learning rate of the concept tokens
+    weight_decay: float = 1e-6           # AdamW weight decay
+    adam_eps: float = positive(1e-8)     # AdamW epsilon
+    batch_size: int = positive(1)        # training samples per optimizer step
+    epochs: int = 15                     # passes over the scenario's training samples
+    positives_per_image: int = 5         # "yes" recognition samples per training photo of a concept
+    n_random_negatives: int = 100        # "no" samples per concept from the benchmark's random images
+    joint_negatives_per_image: int = 10  # "no" samples per photo of each other concept in the scenario
     conversations: bool = True           # the text-only training conversations (without the image)
     hflip: bool = True                   # p = 0.5
     visual_prompt: bool = False          # SoM marks on multi-concept images at test time

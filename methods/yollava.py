@@ -38,16 +38,16 @@ class YoLLaVAConfig:
 
     backbone: str = "llava-hf/llava-1.5-13b-hf"  # "13b", "7b", "tiny", "tiny-phi", a folder or cached hub id
     language_model: str = "any"                 # "phi": require a Phi language model (Yo'LLaVA(Phi-1.5) row)
-    num_tokens: int = 16                        # k latent tokens (0: the identifier alone, an ablation)
-    identifier: str = "<sks>"
-    latent_format: str = "<token{}>"
+    num_tokens: int = 16                        # k latent tokens
+    identifier: str = "<sks>"                   # the new token that names the concept in prompts
+    latent_format: str = "<token{}>"            # names of the k latent tokens ({} is 0..k-1)
     head_rows: str = "identifier"               # output-head rows trained: "identifier" (paper) | "all" (code)
     system_prompt: bool = True                  # the llava_v1 system line before "USER:"
-    lr: float = positive(1e-3)
-    weight_decay: float = 1e-2
-    adam_eps: float = positive(1e-8)
-    batch_size: int = positive(1)
-    epochs: int = positive(15)
+    lr: float = positive(1e-3)                  # AdamW learning rate of the concept tokens
+    weight_decay: float = 1e-2                  # AdamW weight decay
+    adam_eps: float = positive(1e-8)            # AdamW epsilon
+    batch_size: int = positive(1)               # training samples per optimizer step
+    epochs: int = positive(15)                  # passes over the training samples
     n_train_images: int = 5                     # training photos used (sorted by name)
     n_recognition_positives: int = 75           # ~15 turns per photo for 5 photos
     n_hard_negatives: int = 100                 # the top of the CLIP-ranked pool
