@@ -210,3 +210,33 @@ def test_dry_run_states_runs_cost_and_rows_it_cannot_run(tmp_path, capsys):
     assert re.search(r"^yollava .*not measured", out, re.M)
     assert "gpt4o_tp: skipped" in out and "mean nothing" in out
     assert not (suite / "manifest.json").exists()   # a dry run writes nothing
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+
+@pytest.mark.slow   # ~1 min of CPU: two tiny runs, the second on two processes
+def test_torchrun_row_on_two_cpu_ranks_equals_one_process(tmp_path):
+    """One row (tiny Yo'LLaVA, recognition, two concepts) handed to torchrun with 2 gloo ranks on this node:
+    the same per-concept numbers and predictions as the same row run in this process."""
+    spec, cache = _two_row_spec(tmp_path / "spec"), tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    t0 = time.perf_counter()
+    assert main(_args(spec, one, cache, "--rows", "yollava")) == 0
+    t1 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", *_args(spec, two, cache, "--rows", "yollava",
+                                                                        "--torchrun", "2")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    print(f"one process {t1 - t0:.1f} s, torchrun 2 ranks {time.perf_counter() - t1:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from unifybench.reproduce.manifest import row_state
+    assert row_state(two, "yollava")["state"] == "done"
+    doc = json.loads((two / "runs" / "yollava" / "results.json").read_text())
+    assert doc["execution"]["world_size"] == 2
+    assert {u["world_size"] for u in doc["execution"]["units"].values()} == {2}
+
+    def row_values(suite):
+        res = json.loads((suite / "runs" / "yollava" / "results.json").read_text())["results"]["unifybench-mini"]
+        preds = {p.parent.name: p.read_text() for p in (suite / "runs" / "yollava" / "concepts").glob("*/predictions.jsonl")}
+        return res["recognition"]["per_concept"], res["recognition"]["value"], preds
+    assert row_values(two) == row_values(one)
+    assert set(row_values(one)[0]) == {"cat", "dog"}

@@ -65,6 +65,13 @@ def run_row(suite: str | Path, row: str) -> str:
     return "done"
 
 
+def torchrun_command(suite: Path, row: str, nproc: int) -> list[str]:
+    """torchrun (this interpreter's torch.distributed.run, not whichever `torchrun` is first on PATH) with
+    `nproc` ranks on this node, each running `run_row(suite, row)`; --standalone picks a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "unifybench.reproduce.launch", str(suite), row]
+
+
 def launch_local(suite: Path, rows: list[str], torchrun: int = 0, echo=print) -> dict[str, str]:
     """Rows one after the other in this process (or each through torchrun with `torchrun` processes)."""
     states = {}
@@ -75,9 +82,7 @@ def launch_local(suite: Path, rows: list[str], torchrun: int = 0, echo=print) ->
             continue
         echo(f"{row}: running")
         if torchrun > 1:
-            cmd = ["torchrun", "--standalone", f"--nproc_per_node={torchrun}", "-m", "unifybench.reproduce.launch",
-                   str(suite), row]
-            rc = subprocess.call(cmd)
+            rc = subprocess.call(torchrun_command(suite, row, torchrun))
             states[row] = row_state(suite, row)["state"] if rc == 0 else "failed"
         else:
             try:
