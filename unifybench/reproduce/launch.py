@@ -1,9 +1,10 @@
 """Launchers: run a suite's rows here (row after row, or one row through torchrun) or on Slurm via submitit.
 
-`run_row(suite, row)` is the one unit every launcher executes: it reads the manifest, builds the row's
-RunSpec, calls `unifybench.runner.run` (resume on: finished concepts are reused) and records the row's
-state in its own run folder. A Slurm job is `run_row` pickled by submitit; a torchrun rank is
-`python -m unifybench.reproduce.launch SUITE ROW`.
+`run_row(suite, run_id)` is the one unit every launcher executes: it reads the manifest, builds the run's
+RunSpec, calls `unifybench.runner.run` (resume on: finished concepts are reused) and records the run's
+state in its own run folder. A run id is the row's id, or `row@benchmark` for a row whose columns read
+several benchmarks (see plan.py). A Slurm job is `run_row` pickled by submitit; a torchrun rank is
+`python -m unifybench.reproduce.launch SUITE RUN`.
 
 Slurm settings (flags, or the same names as top-level keys of the `--config` YAML file): partition,
 gpus (per node), time (minutes), account, cpus (per task), mem (GB), array (one job array over the rows
@@ -17,25 +18,27 @@ import sys
 import traceback
 from pathlib import Path
 
-from unifybench.reproduce.manifest import now, read_manifest, row_state, run_dir, write_state
+from unifybench.reproduce.manifest import (data_root, now, planned_runs, read_manifest, row_state, run_dir,
+                                           write_state)
 from unifybench.store import write_json
 
 SLURM_KEYS = ("partition", "gpus", "time", "account", "cpus", "mem", "array", "qos")
 
 
-def run_spec(suite: Path, row: str):
-    """The RunSpec of one planned row (the narrow surface to the runner)."""
+def run_spec(suite: Path, run_id: str):
+    """The RunSpec of one planned run (the narrow surface to the runner)."""
     from unifybench.runspec import RunSpec
     man = read_manifest(suite)
-    planned = next((r for r in man["runs"] if r["row"] == row), None)
+    planned = next((r for r in planned_runs(man) if r["run"] == run_id), None)
     if planned is None:
         from unifybench.errors import UserError
-        raise UserError(f"row {row!r} is not a run of the suite in {suite}")
+        raise UserError(f"{run_id!r} is not a run of the suite in {suite}")
     o = man["options"]
-    return RunSpec(method=planned["method"], benchmark=planned["benchmark"], data_root=o.get("data_root"),
+    return RunSpec(method=planned["method"], benchmark=planned["benchmark"],
+                   data_root=data_root(o, planned["benchmark"]),
                    evaluators=list(planned["evaluators"]), evaluator_presets=dict(planned["evaluator_presets"]),
                    preset=planned["preset"], overrides=dict(planned["overrides"]),
-                   output_dir=run_dir(suite, row), seed=o["seed"], device=o["device"], dtype=o["dtype"],
+                   output_dir=run_dir(suite, run_id), seed=o["seed"], device=o["device"], dtype=o["dtype"],
                    concepts=o.get("concepts"), models=dict(o.get("models") or {}), resume=True,
                    cache_dir=Path(o["cache_dir"]), tiny=planned["tiny"], progress=False,
                    judge_base_url=o.get("judge_base_url"), judge_model=o.get("judge_model"),
@@ -43,7 +46,8 @@ def run_spec(suite: Path, row: str):
 
 
 def run_row(suite: str | Path, row: str) -> str:
-    """Run (or resume) one row; returns its final state. Failures are recorded, then raised."""
+    """Run (or resume) one planned run (`row`: its run id); returns its final state. Failures are
+    recorded, then raised."""
     from unifybench.runner import run
     suite = Path(suite)
     job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and \
@@ -136,7 +140,7 @@ def launch_slurm(suite: Path, rows: list[str], settings: dict, cluster: str = "s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m unifybench.reproduce.launch SUITE ROW` (what torchrun starts on each rank)."""
+    """`python -m unifybench.reproduce.launch SUITE RUN` (what torchrun starts on each rank)."""
     suite, row = (argv if argv is not None else sys.argv[1:])[:2]
     run_row(Path(suite), row)
     return 0
