@@ -41,6 +41,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="time each row on one concept here and store it in SUITE/calibration.json")
     p.add_argument("--status", type=Path, metavar="DIR", help="show the rows of the suite in DIR and exit")
     p.add_argument("--torchrun", type=int, default=0, metavar="N", help="local: run each row on N processes (torchrun)")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="local: N rows at once, each in its own worker process (0: one per CPU core, at most 4, "
+                        "for a tiny plan on the CPU; else 1)")
     p.add_argument("--api-base-url", help="OpenAI-compatible server for the API rows (GPT-4o); without it they are skipped")
     p.add_argument("--judge-base-url", help="judge server for the LLM-judge columns; without it they are skipped")
     p.add_argument("--judge-model", help="the judge's model name on that server")
@@ -230,7 +233,7 @@ def main(args) -> int:
     defaults = {"gpus": None, "partition": None, "account": None, "qos": None, "cpus": None, "mem": None,
                 "time": None, "array": False, "wait": False, "launcher": "local", "seed": 0, "device": "cpu",
                 "dtype": "float32", "data_root": [], "concepts": None, "rows": None, "api_base_url": None,
-                "judge_base_url": None, "judge_model": None, "torchrun": 0}
+                "judge_base_url": None, "judge_model": None, "torchrun": 0, "jobs": 0}
     _apply_config(args, defaults)
     tiny = args.preset == "tiny"
     plan = build_plan(args.spec, tiny, api_base_url=args.api_base_url, judge_base_url=args.judge_base_url)
@@ -263,7 +266,8 @@ def main(args) -> int:
     if tiny:
         _say(results.TINY_BANNER)
     if args.launcher == "local":
-        states = launch.launch_local(suite, rows, torchrun=args.torchrun, echo=_say)
+        states = launch.launch_local(suite, rows, torchrun=args.torchrun,
+                                     jobs=launch.local_jobs(args.jobs, tiny, args.device), echo=_say)
     else:
         settings = {k: getattr(args, k) for k in launch.SLURM_KEYS}
         settings["gpus"] = _gpus(args)

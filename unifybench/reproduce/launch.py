@@ -1,4 +1,5 @@
-"""Launchers: run a suite's rows here (row after row, or one row through torchrun) or on Slurm via submitit.
+"""Launchers: run a suite's rows here (row after row, several at once in worker processes, or one row through
+torchrun) or on Slurm via submitit.
 
 `run_row(suite, run_id)` is the one unit every launcher executes: it reads the manifest, builds the run's
 RunSpec, calls `unifybench.runner.run` (resume on: finished concepts are reused) and records the run's
@@ -76,14 +77,51 @@ def torchrun_command(suite: Path, row: str, nproc: int) -> list[str]:
             "-m", "unifybench.reproduce.launch", str(suite), row]
 
 
-def launch_local(suite: Path, rows: list[str], torchrun: int = 0, echo=print) -> dict[str, str]:
-    """Rows one after the other in this process (or each through torchrun with `torchrun` processes)."""
-    states = {}
+def local_jobs(requested: int, tiny: bool, device: str) -> int:
+    """Rows at once on this machine: `requested`, or (0) one per CPU core for a tiny plan on the CPU (its
+    models are single-threaded and small, so a second core is otherwise idle), else one (a real model holds
+    the GPU or the memory). Capped at 4 so that automatic parallelism never takes more than ~6 GB."""
+    if requested > 0:
+        return requested
+    if tiny and str(device) == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, 4))
+    return 1
+
+
+def _worker_start() -> None:
+    """A row worker dies with its launcher (a SIGKILLed launcher leaves no row running unseen: the row's
+    state then reads interrupted and a rerun resumes it)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        if os.getppid() == 1:   # the launcher died before the line above
+            os._exit(1)
+
+
+def _run_row_here(suite: str, row: str) -> tuple[str, str]:
+    """(state, error) of one run in a worker process; the error as text (nothing unpicklable crosses)."""
+    try:
+        return run_row(suite, row), ""
+    except Exception as e:   # recorded in the run's state.json by run_row; counted here
+        return "failed", f"{type(e).__name__}: {e}"
+
+
+def launch_local(suite: Path, rows: list[str], torchrun: int = 0, jobs: int = 1, echo=print) -> dict[str, str]:
+    """Runs one after the other in this process, `jobs` at once in worker processes, or each through
+    torchrun with `torchrun` processes. Every run writes only its own folder, so the order never matters."""
+    states, todo = {}, []
     for row in rows:
         if row_state(suite, row)["state"] == "done":
             echo(f"{row}: done (kept)")
             states[row] = "done"
-            continue
+        else:
+            todo.append(row)
+    if jobs > 1 and len(todo) > 1 and torchrun <= 1:
+        states.update(_launch_parallel(suite, todo, jobs, echo))
+        return {row: states[row] for row in rows}
+    for row in todo:
         echo(f"{row}: running")
         if torchrun > 1:
             rc = subprocess.call(torchrun_command(suite, row, torchrun))
@@ -97,6 +135,27 @@ def launch_local(suite: Path, rows: list[str], torchrun: int = 0, echo=print) ->
                 echo(f"{row}: failed ({type(e).__name__}: {e})")
                 states[row] = "failed"
         echo(f"{row}: {states[row]}")
+    return states
+
+
+def _launch_parallel(suite: Path, rows: list[str], jobs: int, echo) -> dict[str, str]:
+    """`jobs` worker processes (spawned: each imports once, then runs row after row) take the rows in order."""
+    import concurrent.futures as cf
+    import multiprocessing
+    states = {}
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(rows)), mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_worker_start) as pool:
+        futures = {pool.submit(_run_row_here, str(suite), row): row for row in rows}
+        echo(f"{', '.join(rows)}: running, {min(jobs, len(rows))} at a time")
+        for fut in cf.as_completed(futures):
+            row = futures[fut]
+            try:
+                states[row], error = fut.result()
+            except cf.process.BrokenProcessPool as e:   # a worker killed (out of memory, signal)
+                states[row], error = "failed", f"worker died ({e})"
+            if error:
+                echo(f"{row}: failed ({error})")
+            echo(f"{row}: {states[row]}")
     return states
 
 
