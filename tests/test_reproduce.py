@@ -310,3 +310,39 @@ def test_a_row_with_a_run_per_benchmark_fills_each_benchmarks_columns(tmp_path):
     assert main(["reproduce", "unictokens_table2_understanding", "--dry-run", "--data-root", "/x"]) == 2
     assert main(["reproduce", "unictokens_table2_understanding", "--dry-run", "--data-root", "mc-llava=/x",
                  "--data-root", "yollava=/y", "--suite-dir", str(tmp_path / "dry")]) == 0
+
+
+@pytest.mark.slow   # one tiny Yo'LLaVA row, trained once for two rows
+def test_rows_of_one_configuration_train_once(tmp_path):
+    """Two rows naming the same runnable and preset (Yo'LLaVA's main row and its hard-negative row): the
+    second waits for the first (two workers), reuses its concept units and only scores; same numbers."""
+    d = tmp_path / "spec"
+    d.mkdir()
+    spec = d / "same.json"
+    spec.write_text(json.dumps({
+        "format": "unifybench-spec/1", "name": "same", "title": "One configuration, two rows",
+        "benchmarks": ["unifybench-mini"],
+        "columns": [{"id": "rec", "label": "Rec", "evaluator": "recognition", "preset": "unictokens"}],
+        "rows": [{"id": "main", "match": [{"method": "yollava", "preset": "paper"}]},
+                 {"id": "again", "match": [{"method": "yollava", "preset": "paper"}]}]}))
+    suite = tmp_path / "suite"
+    plan = build_plan(str(spec), tiny=True)
+    assert plan.run("again").trains_as == "main" and plan.run("main").trains_as == ""
+    assert main(_args(spec, suite, tmp_path / "cache", "--jobs", "2")) == 0
+    docs = {r: json.loads((suite / "runs" / r / "results.json").read_text()) for r in ("main", "again")}
+    assert all(u == {"reused": True} for u in docs["again"]["timing"]["concepts_s"].values())
+    assert set(docs["again"]["timing"]["concepts_s"]) == {"cat", "dog"}
+    assert not any(u.get("reused") for u in docs["main"]["timing"]["concepts_s"].values())
+    rec = {r: d["results"]["unifybench-mini"]["recognition"]["per_concept"] for r, d in docs.items()}
+    assert rec["again"] == rec["main"] and set(rec["main"]) == {"cat", "dog"}
+    for c in ("cat", "dog"):
+        assert ((suite / "runs" / "again" / "concepts" / c / "predictions.jsonl").read_text()
+                == (suite / "runs" / "main" / "concepts" / c / "predictions.jsonl").read_text())
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_yollava_main_and_hard_negative_rows_share_one_training(tiny):
+    plan = build_plan("yollava_results", tiny)
+    assert plan.run("hard_negatives").trains_as == "yollava"
+    assert plan.run("no_hard_negatives").trains_as == "" and plan.run("yollava").trains_as == ""
+    assert not any(r.trains_as for r in build_plan("unictokens_table1", tiny).runs)   # every row its own

@@ -46,6 +46,21 @@ def run_spec(suite: Path, run_id: str):
                    judge_enabled=True)
 
 
+def reuse_training(suite: Path, run_id: str) -> bool:
+    """Before a run whose plan names `trains_as`: copy that run's finished concept units into this run's
+    folder (when the source is done and this run has none yet), so that the runner resumes them instead of
+    training again. Copies, not links: a unit the runner redoes never writes into the source's files."""
+    import shutil
+    man = read_manifest(suite)
+    planned = next(r for r in planned_runs(man) if r["run"] == run_id)
+    source = planned.get("trains_as")
+    dest = run_dir(suite, run_id) / "concepts"
+    if not source or dest.exists() or row_state(suite, source)["state"] != "done":
+        return False
+    shutil.copytree(run_dir(suite, source) / "concepts", dest)
+    return True
+
+
 def run_row(suite: str | Path, row: str) -> str:
     """Run (or resume) one planned run (`row`: its run id); returns its final state. Failures are
     recorded, then raised."""
@@ -55,8 +70,9 @@ def run_row(suite: str | Path, row: str) -> str:
         f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" or os.environ.get("SLURM_JOB_ID")
     rank = int(os.environ.get("RANK", "0"))
     spec = run_spec(suite, row)
-    if rank == 0:
+    if rank == 0:   # before run(): the other ranks look at units only after the runner's first barrier
         write_state(suite, row, "running", **({"job_id": job_id} if job_id else {}))
+        reuse_training(suite, row)
     try:
         run(spec)
     except BaseException as e:
@@ -143,19 +159,31 @@ def _launch_parallel(suite: Path, rows: list[str], jobs: int, echo) -> dict[str,
     import concurrent.futures as cf
     import multiprocessing
     states = {}
+    source = {r["run"]: r.get("trains_as") for r in planned_runs(read_manifest(suite))}
+    # A run that reuses another's training waits for it (when both run now); the rest go in plan order.
+    waiting = {row: source[row] for row in rows if source.get(row) in rows}
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(rows)), mp_context=multiprocessing.get_context("spawn"),
                                 initializer=_worker_start) as pool:
-        futures = {pool.submit(_run_row_here, str(suite), row): row for row in rows}
+        futures = {pool.submit(_run_row_here, str(suite), row): row for row in rows if row not in waiting}
         echo(f"{', '.join(rows)}: running, {min(jobs, len(rows))} at a time")
-        for fut in cf.as_completed(futures):
-            row = futures[fut]
-            try:
-                states[row], error = fut.result()
-            except cf.process.BrokenProcessPool as e:   # a worker killed (out of memory, signal)
-                states[row], error = "failed", f"worker died ({e})"
-            if error:
-                echo(f"{row}: failed ({error})")
-            echo(f"{row}: {states[row]}")
+        while futures:
+            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                row = futures.pop(fut)
+                try:
+                    states[row], error = fut.result()
+                except cf.process.BrokenProcessPool as e:   # a worker killed (out of memory, signal)
+                    states[row], error = "failed", f"worker died ({e})"
+                if error:
+                    echo(f"{row}: failed ({error})")
+                echo(f"{row}: {states[row]}")
+                for later in [w for w, src in waiting.items() if src == row]:
+                    del waiting[later]
+                    try:
+                        futures[pool.submit(_run_row_here, str(suite), later)] = later
+                    except cf.process.BrokenProcessPool as e:
+                        states[later] = "failed"
+                        echo(f"{later}: failed (worker died ({e}))")
     return states
 
 

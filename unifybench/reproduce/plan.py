@@ -46,6 +46,8 @@ class PlannedRun:
     api: bool = False                     # the runnable calls an OpenAI-compatible server
     skipped_evaluators: dict[str, str] = field(default_factory=dict)   # name -> why
     run: str = ""                         # run id = folder under runs/: the row, or row@benchmark
+    trains_as: str = ""                   # an earlier run with the same runnable, preset, settings, benchmark
+                                          # and tasks: its finished concept units (training + answers) are reused
 
     def __post_init__(self):
         self.run = self.run or self.row
@@ -229,4 +231,18 @@ def build_plan(spec_name: str, tiny: bool, rows: list[str] | None = None, api_ba
             for r in runs:
                 r.run = f"{row.id}@{r.benchmark}"
         plan.runs.extend(runs)
+    _share_training(plan)
     return plan
+
+
+def _share_training(plan: Plan) -> None:
+    """Rows that differ only in what is scored (Yo'LLaVA's main row and its hard-negative row are one
+    configuration) train and answer once: the later run reuses the earlier one's concept units, whose resume
+    key (method config, models, data, seed, items asked) is the same; only scoring is its own."""
+    from unifybench.registry import EVALUATORS
+    first: dict[str, str] = {}
+    for r in plan.runs:
+        tasks = sorted(set().union(*(EVALUATORS.get(e).tasks for e in r.evaluators)) & _registered(r.method).tasks)
+        identity = repr((r.method, r.preset, sorted(r.overrides.items()), r.benchmark, tasks))
+        source = first.setdefault(identity, r.run)
+        r.trains_as = "" if source == r.run else source
