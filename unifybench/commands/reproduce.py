@@ -169,6 +169,9 @@ def print_plan(plan, options, calibration: dict, gpus: int) -> None:
     print(text_table(["run", "runnable", "preset", "benchmark", "concepts", "evaluators", "GPU-hours"], rows))
     print(f"total measured: {total:.3g} GPU-hours" + (" (device cpu: core-hours)" if gpus == 0 else ""))
     for r in plan.runs:
+        if r.trains_as:
+            print(f"{r.run}: trains as {r.trains_as} (same runnable, preset, settings, benchmark): reuses its "
+                  "concept units and only scores")
         if r.skipped_evaluators:
             print(f"{r.run}: not scored by " + "; ".join(f"{k} ({v})" for k, v in r.skipped_evaluators.items()))
     for row, why in plan.reported_only.items():
@@ -180,8 +183,7 @@ def print_plan(plan, options, calibration: dict, gpus: int) -> None:
 
 
 def show_status(suite: Path) -> int:
-    from unifybench.reproduce.manifest import planned_runs
-    from unifybench.reproduce.manifest import read_manifest, row_state
+    from unifybench.reproduce.manifest import planned_runs, read_manifest, row_state
     from unifybench.tables import text_table
     man = read_manifest(suite)
     rows, counts = [], {}
