@@ -154,12 +154,27 @@ def launch_local(suite: Path, rows: list[str], torchrun: int = 0, jobs: int = 1,
     return states
 
 
+def _longest_first(suite: Path, rows: list[str]) -> list[str]:
+    """The order the workers take the runs in, so that no long run starts last while the others idle: by
+    the seconds --calibrate measured (SUITE/calibration.json) when every run has them, else the plan's
+    order reversed (the tables list their own, heaviest methods last: UniCTokens, Yo'Chameleon)."""
+    import json
+    try:
+        cal = json.loads((Path(suite) / "calibration.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cal = {}
+    if all(isinstance((cal.get(r) or {}).get("seconds_per_concept"), (int, float)) for r in rows):
+        return sorted(rows, key=lambda r: -cal[r]["seconds_per_concept"])
+    return rows[::-1]
+
+
 def _launch_parallel(suite: Path, rows: list[str], jobs: int, echo) -> dict[str, str]:
     """`jobs` worker processes (spawned: each imports once, then runs row after row) take the rows in order."""
     import concurrent.futures as cf
     import multiprocessing
     states = {}
     source = {r["run"]: r.get("trains_as") for r in planned_runs(read_manifest(suite))}
+    rows = _longest_first(suite, rows)
     # A run that reuses another's training waits for it (when both run now); the rest go in plan order.
     waiting = {row: source[row] for row in rows if source.get(row) in rows}
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(rows)), mp_context=multiprocessing.get_context("spawn"),
