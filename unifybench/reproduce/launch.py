@@ -57,7 +57,10 @@ def reuse_training(suite: Path, run_id: str) -> bool:
     dest = run_dir(suite, run_id) / "concepts"
     if not source or dest.exists() or row_state(suite, source)["state"] != "done":
         return False
-    shutil.copytree(run_dir(suite, source) / "concepts", dest)
+    partial = dest.with_name("concepts.copying")   # renamed when whole: a crash never leaves half a unit
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(run_dir(suite, source) / "concepts", partial)
+    partial.rename(dest)
     return True
 
 
