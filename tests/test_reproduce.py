@@ -323,21 +323,22 @@ def test_rows_of_one_configuration_train_once(tmp_path):
         "format": "unifybench-spec/1", "name": "same", "title": "One configuration, two rows",
         "benchmarks": ["unifybench-mini"],
         "columns": [{"id": "rec", "label": "Rec", "evaluator": "recognition", "preset": "unictokens"}],
-        "rows": [{"id": "main", "match": [{"method": "yollava", "preset": "paper"}]},
-                 {"id": "again", "match": [{"method": "yollava", "preset": "paper"}]}]}))
+        "rows": [{"id": "main", "label": "Main", "match": [{"method": "yollava", "preset": "paper"}]},
+                 {"id": "again", "label": "Again", "match": [{"method": "yollava", "preset": "paper"}]}]}))
     suite = tmp_path / "suite"
     plan = build_plan(str(spec), tiny=True)
     assert plan.run("again").trains_as == "main" and plan.run("main").trains_as == ""
     assert main(_args(spec, suite, tmp_path / "cache", "--jobs", "2")) == 0
     docs = {r: json.loads((suite / "runs" / r / "results.json").read_text()) for r in ("main", "again")}
-    assert all(u == {"reused": True} for u in docs["again"]["timing"]["concepts_s"].values())
-    assert set(docs["again"]["timing"]["concepts_s"]) == {"cat", "dog"}
+    assert docs["again"]["timing"]["concepts_s"] == {}            # no unit fitted or answered again
+    assert set(docs["main"]["timing"]["concepts_s"]) == {"cat", "dog"}
     assert not any(u.get("reused") for u in docs["main"]["timing"]["concepts_s"].values())
     rec = {r: d["results"]["unifybench-mini"]["recognition"]["per_concept"] for r, d in docs.items()}
     assert rec["again"] == rec["main"] and set(rec["main"]) == {"cat", "dog"}
     for c in ("cat", "dog"):
-        assert ((suite / "runs" / "again" / "concepts" / c / "predictions.jsonl").read_text()
-                == (suite / "runs" / "main" / "concepts" / c / "predictions.jsonl").read_text())
+        for name in ("predictions.jsonl", "unit.json"):
+            assert ((suite / "runs" / "again" / "concepts" / c / name).read_text()
+                    == (suite / "runs" / "main" / "concepts" / c / name).read_text())
 
 
 @pytest.mark.parametrize("tiny", [False, True])
