@@ -31,7 +31,7 @@ def code_fingerprint(method) -> str:
     roots = env.source_roots()
     try:
         own = Path(inspect.getsourcefile(type(method)) or "").resolve()
-    except TypeError:
+    except (TypeError, OSError):   # defined in a notebook or by exec: no file to hash
         own = None
     extra = [own] if own and own.is_file() and not any(r in own.parents for r in roots) else []
     return env.source_fingerprint(roots, extra)
