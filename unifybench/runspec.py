@@ -103,9 +103,10 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
     """The named evaluators, or every one that fits `tasks`.
 
     Judge evaluators join the default list when a judge server is given, and also under `--judge none`
-    so that they show up as switched off. With a `spec` and `check`, every evaluator's declared needs
-    (weights, data, judge server; `Evaluator.needs`) are located now and all missing ones raised in one
-    line; `run` passes `check=False` and checks them with the method's (`unifybench.preflight`).
+    so that they show up as switched off. With a `spec` and `check` (`eval`), the needs (weights, judge
+    server; `Evaluator.needs`) of every evaluator that scores predictions are located now and all missing
+    ones raised in one line; `run` passes `check=False` and checks every evaluator's, the forgetting data
+    included, together with the method's (`unifybench.preflight`).
     """
     judge_listed = spec is not None and (not spec.judge_enabled or bool(spec.judge_base_url))
     if names is None:
@@ -126,7 +127,7 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
     if spec is not None and check:
         from unifybench.needs import find_all, problem_line
         ctx = eval_context(spec, Path(spec.output_dir))
-        _, missing = find_all([n for ev in evaluators for n in ev.needs(ctx, concepts)])
+        _, missing = find_all([n for ev in evaluators if ev.kind == "items" for n in ev.needs(ctx, concepts)])
         if missing:   # a missing --judge-base-url or --model clip= fails now, not after the first evaluator
             raise UserError(problem_line(missing))
     return evaluators
