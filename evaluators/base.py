@@ -88,8 +88,8 @@ class Evaluator:
         return {}
 
     def check(self, ctx: EvalContext) -> None:
-        """Called before any work starts for an evaluator that `needs_service`: raise a one-line
-        `UserError` when the service cannot be used (e.g. no judge server given)."""
+        """For an evaluator that `needs_service`: raise a one-line `UserError` when the service cannot be
+        used (e.g. no judge server given); a judge evaluator's `needs` calls it before any work starts."""
 
     def needs(self, ctx: EvalContext, concepts: list[Concept] | None) -> list:
         """Every weight, data folder and service scoring will load or call (`unifybench.needs.Need`s), checked

@@ -154,7 +154,7 @@ class FaceSimilarity(Evaluator):
         def locate() -> str:
             folder, label = self.resolve_pack(ctx, build=False)
             return str(folder) if folder is not None else label
-        return [needs.Need("weights", f"evaluator {self.name}: face weights", locate)]
+        return [needs.Need("weights", f"evaluator {self.name}: face weights", locate, "face")]
 
     def resolve_pack(self, ctx: EvalContext, build: bool = True) -> tuple[Path | None, str]:
         """(pack folder, label recorded in results); `build=False` (the run's preflight) builds no tiny pack

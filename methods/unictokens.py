@@ -202,7 +202,7 @@ class UniCTokens(SoftPromptMethod):
         persons = concepts is None or any(c.category == "person" for c in concepts)
         if cfg.face_init and 2 in self.stage_list and self.face_embedder is None and persons:
             out.append(needs.Need("weights", f"method {self.name}: face weights (stage-2 init)",
-                                  lambda: str(self._face_pack(build=False))))
+                                  lambda: str(self._face_pack(build=False)), "face"))
         return out
 
     def model_files(self) -> dict[str, Path]:

@@ -153,3 +153,42 @@ def test_eval_names_every_missing_evaluator_weight_in_one_line(tmp_path, capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "[evaluator clip_i: clip weights]" in err and "[evaluator dino: dino weights]" in err
     assert not (tmp_path / "out").exists()
+
+
+RUNNABLE_WITH_WEIGHTS = ["chameleon-full-ft", "mc-llava", "unictokens", "yochameleon", "yollava", "chameleon-ip",
+                         "chameleon-original", "chameleon-tp", "dreambooth-sd", "llava-tp", "qwen25vl-tp", "rap-llava",
+                         "showo-tp", "textual-inversion", "real-images", "random"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RUNNABLE_WITH_WEIGHTS)
+def test_declared_needs_are_what_setup_loads(name, monkeypatch):
+    """One fact in one place: the roles a method declares are exactly the roles its `setup` resolves (the
+    check could otherwise pass a run that then fails loading)."""
+    from unifybench.methods.base import RunContext
+    from unifybench.models import weights
+    from unifybench.registry import get_runnable
+    cls = get_runnable(name)
+    method = cls(RunContext(tiny=True), "tiny" if "tiny" in cls.presets else None)
+    declared = {n.role for n in method.needs(None) if n.kind == "weights"}
+    declared.discard("face")   # UniCTokens' stage-2 face init loads at fit time, for person concepts only
+    resolved = set()
+    real = weights.resolve
+
+    def recording(role, *args, **kwargs):
+        resolved.add(role)
+        return real(role, *args, **kwargs)
+    monkeypatch.setattr(weights, "resolve", recording)
+    method.setup()
+    assert resolved == declared
+
+
+def test_api_baselines_declare_their_server(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("UNIFYBENCH_API_BASE_URL", raising=False)
+    rc = main(["run", "--check", "--method", "gpt4o-tp", "--evaluators", "recognition", "--output-dir",
+               str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    assert rc == 2 and "MISSING  method gpt4o-tp: service" in text and "--set base_url=URL" in text
+    rc = main(["run", "--check", "--method", "gpt4o-tp", "--evaluators", "recognition", "--set",
+               "base_url=http://localhost:9/v1", "--output-dir", str(tmp_path / "out")])
+    assert rc == 0 and "ok       method gpt4o-tp: service: http://localhost:9/v1" in capsys.readouterr().out

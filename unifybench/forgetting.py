@@ -11,8 +11,8 @@ evaluator (:class:`unifybench.evaluators.forgetting.base.ModelEvaluator`) it eva
   ``with_prompt`` is off, condition ``prompt`` (``method.personalized_prompt()`` in front of every query).
 
 Each (evaluator, model, condition) is a unit written atomically to ``<run>/forgetting/units/`` with a key
-(evaluator settings, data hashes, weights, artifact, seed); a rerun with the same key reuses it. Samples go
-to ``<run>/forgetting/samples/<evaluator>/<model>.<condition>.jsonl``. The report (``forgetting.json``,
+(evaluator settings, data hashes, weights, artifact, seed, code fingerprint); a rerun with the same key
+reuses it. Samples go to ``<run>/forgetting/samples/<evaluator>/<model>.<condition>.jsonl``. The report (``forgetting.json``,
 ``forgetting.md``, and the returned dict) gives every metric for the base model and for each personalized
 model with its difference from the base (absolute and relative, as in Yo'Chameleon's supplementary
 Table 1), and the mean over concepts per condition.

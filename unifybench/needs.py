@@ -25,6 +25,7 @@ class Need:
     kind: str
     what: str
     locate: Callable[[], str]
+    role: str = ""     # weights: the --model role
 
     def find(self) -> tuple[str | None, str | None]:
         """(where it is, None) or (None, the problem)."""
@@ -39,7 +40,7 @@ def weights(role: str, setting, ctx, who: str, missing: str | None = None, tiny:
     def locate() -> str:
         from unifybench.models.weights import locate as where
         return where(role, setting, ctx, missing=missing, tiny=tiny)
-    return Need("weights", f"{who}: {role} weights", locate)
+    return Need("weights", f"{who}: {role} weights", locate, role)
 
 
 def data(who: str, locate: Callable[[], str]) -> Need:

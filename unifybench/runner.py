@@ -1,8 +1,10 @@
 """A run: method x benchmark x concepts x evaluators -> results.json, samples/*.jsonl, leaderboard.md.
 
 Each concept is a unit (fit, then predict) whose outputs are written atomically under
-`<output-dir>/concepts/<concept>/` with a key: the hash of everything that determines them. A rerun
-with the same key reuses them (`--resume`, the default), so a crash loses at most the unit in flight.
+`<output-dir>/concepts/<concept>/` with a key: the hash of everything that determines them, by content,
+code included (`unifybench.resume`). A rerun with the same key reuses them (`--resume`, the default, and
+says how many on stderr), so a crash loses at most the unit in flight. Nothing starts before every need of
+every stage is located (`unifybench.preflight`).
 """
 from __future__ import annotations
 
