@@ -22,6 +22,7 @@ from unifybench.baselines.common import ApiRunner
 from unifybench.baselines.image_prompt import ImagePromptBaseline, ImagePromptConfig
 from unifybench.baselines.text_prompt import TextPromptBaseline
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, MC, REC, TEXT_QA, VQA
+from unifybench.settings import positive
 
 
 class _Api:
@@ -44,7 +45,7 @@ class Gpt4oTextPrompt(_Api, TextPromptBaseline):
 
 @dataclass
 class ApiImagePromptConfig(ImagePromptConfig):
-    max_new_tokens: int = 300
+    max_new_tokens: int = positive(300)
 
 
 class Gpt4oImagePrompt(_Api, ImagePromptBaseline):

@@ -43,6 +43,7 @@ from unifybench.methods.base import Method, generation_items
 from unifybench.models import torch_dtype
 from unifybench.models.stable_diffusion.pipeline import DEFAULT_CHECKPOINT, quiet_diffusers
 from unifybench.progress import maybe_task
+from unifybench.settings import fraction, positive, within
 from unifybench import trainlog
 
 CLASS_IMAGES_VERSION = 1
@@ -62,23 +63,23 @@ class DiffusionConfig:
     checkpoint: str = DEFAULT_CHECKPOINT   # folder, cached hub id, or "tiny"; `--model sd=PATH` wins
     variant: str = ""                      # weight variant to read ("fp16"); "" for the default files
     n_train_images: int = 10               # training photos (sorted by name); UniCTokens: ~10 (or ~3000)
-    resolution: int = 512                  # training crops; SD-1.x's native size (both diffusers READMEs)
+    resolution: int = positive(512)        # training crops; SD-1.x's native size (both diffusers READMEs)
     center_crop: bool = False              # False: random crops (both diffusers scripts' default)
-    flip_p: float = 0.0                    # horizontal flip probability
-    lr: float = 5e-6
+    flip_p: float = fraction(0.0)          # horizontal flip probability
+    lr: float = positive(5e-6)             # AdamW learning rate (constant schedule)
     scale_lr: bool = False                 # lr x batch_size x grad_accum (diffusers' --scale_lr)
-    batch_size: int = 1
-    grad_accum: int = 1
-    max_train_steps: int = 400
-    adam_beta1: float = 0.9                # AdamW settings: the diffusers training scripts' defaults
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-2
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    num_inference_steps: int = 50          # the pipeline's scheduler (PNDM for SD-1.x), 50 steps
+    batch_size: int = positive(1)          # training images per forward pass
+    grad_accum: int = positive(1)          # forward passes per optimizer step
+    max_train_steps: int = 400             # optimizer steps
+    adam_beta1: float = within(0.9, 0, 1, high_open=True)  # AdamW beta1 (the AdamW values: the diffusers scripts' defaults)
+    adam_beta2: float = within(0.999, 0, 1, high_open=True)  # AdamW beta2
+    weight_decay: float = 1e-2             # AdamW weight decay
+    adam_eps: float = positive(1e-8)       # AdamW epsilon
+    max_grad_norm: float = 1.0             # gradient clipping norm
+    num_inference_steps: int = positive(50)  # the pipeline's scheduler (PNDM for SD-1.x), 50 steps
     guidance_scale: float = 7.5            # SD's classifier-free guidance default
-    gen_resolution: int = 512              # generated images are gen_resolution x gen_resolution
-    gen_batch_size: int = 4                # images per pipeline call (DreamBench draws 4 per prompt)
+    gen_resolution: int = positive(512)    # generated images are gen_resolution x gen_resolution
+    gen_batch_size: int = positive(4)      # images per pipeline call (DreamBench draws 4 per prompt)
     gen_prompts_limit: int = 0             # > 0: only the first N prompts per generation task and concept
     images_per_prompt: int = 0             # > 0: overrides the benchmark's images per prompt
 
@@ -91,12 +92,12 @@ class DreamBoothConfig(DiffusionConfig):
     preservation uses 400 steps). Prompt forms from Ruiz et al. ("a [V] [class noun]" / "a [class noun]")."""
 
     identifier: str = "sks"                # the rare token [V] (the diffusers README's "sks")
-    instance_prompt: str = "a {identifier} {class_noun}"
-    class_prompt: str = "a {class_noun}"
-    prior_preservation: bool = True
-    prior_loss_weight: float = 1.0
-    num_class_images: int = 200
-    class_batch_size: int = 4              # images per call when drawing class images (the script's default)
+    instance_prompt: str = "a {identifier} {class_noun}"  # training prompt of the concept photos
+    class_prompt: str = "a {class_noun}"   # prompt of the prior-preservation class images
+    prior_preservation: bool = True        # also train on generated class images (the prior loss)
+    prior_loss_weight: float = 1.0         # weight of that loss
+    num_class_images: int = 200            # class images drawn (once, cached) for it
+    class_batch_size: int = positive(4)    # images per call when drawing class images (the script's default)
     train_text_encoder: bool = False       # the README's optional --train_text_encoder, off by default
     max_train_steps: int = 800
 
@@ -112,11 +113,11 @@ class TextualInversionConfig(DiffusionConfig):
     token: str = "<{name}>"                # the placeholder token added to the tokenizer
     initializer: str = ""                  # the word(s) whose embedding starts the token; "": the class noun
     class_noun_in_prompt: bool = True      # prompts say "<name> dog" (False: "<name>" where "<sks>" was)
-    lr: float = 5e-4
+    lr: float = positive(5e-4)
     scale_lr: bool = True
-    grad_accum: int = 4
+    grad_accum: int = positive(4)
     max_train_steps: int = 3000
-    flip_p: float = 0.5
+    flip_p: float = fraction(0.5)
 
 
 _TINY = dict(checkpoint="tiny", n_train_images=3, resolution=32, num_inference_steps=3, gen_resolution=32,
@@ -301,8 +302,6 @@ class StableDiffusionBaseline(Method):
 
     def _check_training_config(self) -> None:
         cfg = self.config
-        if cfg.max_train_steps < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1:
-            raise UserError(f"{self.name}: max_train_steps >= 0, batch_size >= 1 and grad_accum >= 1 are needed")
         if cfg.resolution % 8 or cfg.gen_resolution % 8:
             raise UserError(f"{self.name}: resolution and gen_resolution must be multiples of 8")
 

@@ -18,8 +18,8 @@ from unifybench.data.schema import GEN, KNOWLEDGE_GEN, MC, REC, TEXT_QA, VQA, Be
 
 @dataclass
 class ImagePromptConfig(TextPromptConfig):
-    n_reference_images: int = 4
-    reference_prefix: str = "Here are photos of {name}:"
+    n_reference_images: int = 4                          # training photos of the concept shown before each question
+    reference_prefix: str = "Here are photos of {name}:"  # the text that introduces them
 
 
 class ImagePromptBaseline(PromptBaseline):

@@ -33,6 +33,7 @@ from unifybench.images import open_rgb
 from unifybench.methods.base import Method
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
+from unifybench.settings import positive
 
 ENTRY = "{i}.<image>\n Name: {name}, Info: {info}\n"
 
@@ -41,10 +42,10 @@ ENTRY = "{i}.<image>\n Name: {name}, Info: {info}\n"
 class RapConfig:
     backbone: str = "Hoar012/RAP-LLaVA-13b"   # a llava-hf folder or cached hub id; "tiny" for the random tiny model
     retrieval: str = "name"                  # "name" (the released scripts) | "image" (+ CLIP search of the photo)
-    top_k: int = 1                           # the scripts' --topK: how many entries image search fills up to
+    top_k: int = positive(1)                 # the scripts' --topK: how many entries image search fills up to
     retrieval_clip: str = ""                 # open_clip checkpoint for "image" (RAP: CLIP ViT-L/14-336); --model clip=
-    max_new_tokens: int = 128
-    name_format: str = "<{name}>"
+    max_new_tokens: int = positive(128)      # answers, greedy
+    name_format: str = "<{name}>"            # how the concept is named in prompts and in the database
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,6 @@ class RapLlava(Method):
         cfg = self.config
         if cfg.retrieval not in ("name", "image"):
             raise UserError(f"rap-llava: retrieval must be 'name' or 'image', not {cfg.retrieval!r}")
-        if cfg.top_k < 1:
-            raise UserError("rap-llava: top_k must be at least 1")
         path = resolve("llava", cfg.backbone, self.ctx)
         self.backbone = LlavaBackbone.load(path, device=self.ctx.device, dtype=torch_dtype(self.ctx.dtype))
         self._clip = None

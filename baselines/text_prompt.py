@@ -30,6 +30,7 @@ from unifybench.images import save_images
 from unifybench.methods.base import Method, generation_items
 from unifybench.progress import maybe_task
 from unifybench.prompts import concept_name, question_text
+from unifybench.settings import positive, within
 
 CAPTION_PROMPT = "Describe the main subject of this photo in detail: its kind, colors, shape and distinctive features."
 SUMMARY_PROMPT = ("Here are descriptions of several photos of the same subject, called {name}:\n{captions}\n"
@@ -48,24 +49,24 @@ class TextPromptConfig:
     captioner: str = "self"                    # "self" | "chameleon" | "llava" | "api"
     captioner_backbone: str = ""               # the captioner's checkpoint ("": tiny in tiny runs, else default)
     base_url: str | None = None                # OpenAI-compatible server (api captioner or API baselines)
-    api_model: str = "gpt-4o"
+    api_model: str = "gpt-4o"                  # the model name asked of that server
     n_caption_images: int = 5                  # training photos captioned (sorted by name)
-    caption_prompt: str = CAPTION_PROMPT
-    summary_prompt: str = SUMMARY_PROMPT
-    caption_max_new_tokens: int = 77
-    summary_max_new_tokens: int = 150
-    token_budget: int = 100                    # the description's length in the answering model's tokens
-    include_extra_info: bool = True
-    name_format: str = "<{name}>"
-    max_new_tokens: int = 30                   # answers, greedy
-    temperature: float = 1.0                   # image sampling (Chameleon: the Anole defaults, no CFG)
-    top_k: int = 50
-    top_p: float = 1.0
-    gen_batch_size: int = 8
-    gen_steps: int = 50                        # Show-o MaskGIT steps and guidance (its 512 px defaults)
-    guidance: float = 5.0
+    caption_prompt: str = CAPTION_PROMPT       # what the captioner is asked about each training photo
+    summary_prompt: str = SUMMARY_PROMPT       # how the captions become one description ({name}, {captions}, {budget})
+    caption_max_new_tokens: int = positive(77)  # length limit of each caption
+    summary_max_new_tokens: int = positive(150)  # length limit of the summary
+    token_budget: int = positive(100)          # the description's length in the answering model's tokens
+    include_extra_info: bool = True            # append the concept's extra facts (its text) to the description
+    name_format: str = "<{name}>"              # how the concept is named in prompts ({name}: its folder name)
+    max_new_tokens: int = positive(30)         # answers, greedy
+    temperature: float = positive(1.0)         # image sampling (Chameleon: the Anole defaults, no CFG)
+    top_k: int = 50                            # image sampling: top-k
+    top_p: float = within(1.0, 0, 1, low_open=True)  # image sampling: nucleus
+    gen_batch_size: int = positive(8)          # images generated per forward batch
+    gen_steps: int = positive(50)              # Show-o MaskGIT steps and guidance (its 512 px defaults)
+    guidance: float = 5.0                      # Show-o: classifier-free guidance scale
     image_model: str = "gpt-image-1"           # API baselines: the Images API model (GPT-4o's image generation)
-    image_size: str = "1024x1024"
+    image_size: str = "1024x1024"              # API baselines: size of the images asked for (WxH)
     gen_prompts_limit: int = 0                 # > 0: only the first N prompts per generation task and concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 

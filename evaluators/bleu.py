@@ -36,7 +36,7 @@ class Bleu(Evaluator):
         "max_ngram_order": 4,       # sacrebleu; with nltk the length of `weights`
         "weights": None,            # nltk n-gram weights (None: uniform over max_ngram_order)
         "smoothing": "exp",         # sacrebleu smooth_method, or an nltk SmoothingFunction method name
-        "lowercase": False,
+        "lowercase": False,         # lower-case answer and reference before comparing
         "scale": 1.0,               # 1: 0-1 scale; 100: sacrebleu's 0-100
         "concept_as": "<{name}>",   # how the <sks> placeholder is written before comparing
     }

@@ -22,7 +22,10 @@ class CaptionRecall(Evaluator):
     description = "Caption recall (MC-LLaVA): the concepts in the image that the caption names"
     version = "1"
     tasks = frozenset({CAPTION})
-    defaults: dict[str, Any] = {"single_as": "<{name}>", "multi_as": "{name}"}
+    defaults: dict[str, Any] = {
+        "single_as": "<{name}>",   # what a single-concept caption must contain ({name}: the concept)
+        "multi_as": "{name}",      # what a multi-concept caption must contain per concept present
+    }
     presets = {"default": {}, "mc-llava": {}}
 
     def score(self, concept: Concept, items: list[Item], predictions: dict[str, Prediction],

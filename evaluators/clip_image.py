@@ -182,8 +182,15 @@ def _derived(clip, preprocess: str):
 class ClipImage(_ClipEvaluator):
     name = "clip_i"
     version = "2"
-    defaults: dict[str, Any] = {"backbone": None, "aggregation": "pairwise_mean", "references": "train",
-                                "preprocess": "checkpoint", "scale": 1.0, "clamp": "none", "batch_size": 32}
+    defaults: dict[str, Any] = {
+        "backbone": None,                  # CLIP checkpoint folder or "tiny"; unset: --model clip=, tiny in tiny runs
+        "aggregation": "pairwise_mean",    # "pairwise_mean" over references | "mean_embedding" (Yo'Chameleon)
+        "references": "train",             # the concept photos compared with: "train" | "test"
+        "preprocess": "checkpoint",        # "checkpoint" eval transform | "unictokens_legacy" pixel squeeze
+        "scale": 1.0,                      # multiplies the cosine: 1 raw, 100 torchmetrics, 2.5 CLIPScore
+        "clamp": "none",                   # "none" | "per_sample": max(cos, 0) | "mean": the concept mean at >= 0
+        "batch_size": 32,                  # images per encoder forward pass
+    }
     presets = {
         "default": {"aggregation": "pairwise_mean", "references": "train"},
         "unifybench": {"aggregation": "pairwise_mean", "references": "train"},

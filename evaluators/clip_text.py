@@ -45,8 +45,14 @@ def prompt_text(prompt: str, concept: Concept, placeholder_to_class: bool = True
 class ClipText(_ClipEvaluator):
     name = "clip_t"
     version = "1"
-    defaults: dict[str, Any] = {"backbone": None, "preprocess": "checkpoint", "scale": 1.0, "clamp": "none",
-                                "placeholder_to_class": True, "batch_size": 32}
+    defaults: dict[str, Any] = {
+        "backbone": None,                  # CLIP checkpoint folder or "tiny"; unset: --model clip=, tiny in tiny runs
+        "preprocess": "checkpoint",        # "checkpoint" eval transform | "unictokens_legacy" pixel squeeze
+        "scale": 1.0,                      # multiplies the cosine: 1 raw, 100 torchmetrics, 2.5 CLIPScore
+        "clamp": "none",                   # "none" | "per_sample": max(cos, 0) | "mean": the concept mean at >= 0
+        "placeholder_to_class": True,      # the prompt's <sks> becomes the class noun before encoding
+        "batch_size": 32,                  # images per encoder forward pass
+    }
     presets = {
         "default": {},
         "unifybench": {},

@@ -38,8 +38,14 @@ class Dino(Evaluator):
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True
     needs_service = False
-    defaults: dict[str, Any] = {"backbone": None, "aggregation": "pairwise_mean", "references": "train",
-                                "scale": 1.0, "clamp": "none", "batch_size": 32}
+    defaults: dict[str, Any] = {
+        "backbone": None,                  # DINO ViT folder or "tiny"; unset: --model dino=, tiny in tiny runs
+        "aggregation": "pairwise_mean",    # "pairwise_mean" over references | "mean_embedding"
+        "references": "train",             # the concept photos compared with: "train" | "test"
+        "scale": 1.0,                      # multiplies the cosine: 1 raw, 100 torchmetrics, 2.5 CLIPScore
+        "clamp": "none",                   # "none" | "per_sample": max(cos, 0) | "mean": the concept mean at >= 0
+        "batch_size": 32,                  # images per encoder forward pass
+    }
     presets = {
         "default": {"aggregation": "pairwise_mean", "references": "train"},
         "unifybench": {"aggregation": "pairwise_mean", "references": "train"},

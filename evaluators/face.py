@@ -100,9 +100,18 @@ class FaceSimilarity(Evaluator):
     tasks = frozenset({GEN, KNOWLEDGE_GEN})
     higher_is_better = True
     needs_service = False
-    defaults: dict[str, Any] = {"pack": "antelopev2", "root": None, "det_size": [640, 640], "det_thresh": 0.5,
-                                "face_select": "largest", "no_face": "exclude", "pre_resize": "unictokens",
-                                "references": "train", "categories": ["person"], "providers": None}
+    defaults: dict[str, Any] = {
+        "pack": "antelopev2",          # insightface model pack: "antelopev2" | "buffalo_l" | a pack folder
+        "root": None,                  # folder holding models/<pack>/; unset: --model face=, tiny, ~/.insightface
+        "det_size": [640, 640],        # detector input size, set explicitly (insightface 1.0 changed it)
+        "det_thresh": 0.5,             # face detection score threshold
+        "face_select": "largest",      # the face of an image: "largest" box (UniCTokens) | "first" (best score)
+        "no_face": "exclude",          # a generated image without a face: "exclude" (failed) | "zero"
+        "pre_resize": "unictokens",    # resize before detection: "unictokens" two-step | None
+        "references": "train",         # the concept photos compared with: "train" | "test"
+        "categories": ["person"],      # concept categories scored; "all": every concept
+        "providers": None,             # onnxruntime execution providers; None: CPU (CUDA first on --device cuda)
+    }
     presets = {
         "default": {},
         "unifybench": {"pack": "antelopev2", "face_select": "largest", "no_face": "exclude",

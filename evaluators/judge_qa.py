@@ -89,9 +89,17 @@ class JudgeEvaluator(Evaluator):
 
     needs_service = True
     prompt_versions: tuple[str, ...] = ()
-    defaults = {"prompt_version": "", "concept_as": "<{name}>", "max_tokens": 16, "timeout": 60.0,
-                "max_retries": 6, "backoff": 1.0, "max_consecutive_failures": 8, "workers": 4,
-                "parse": "three_scores"}
+    defaults = {
+        "prompt_version": "",              # the judge prompt, by its versioned name
+        "concept_as": "<{name}>",          # how the <sks> placeholder is written in what the judge reads
+        "max_tokens": 16,                  # the judge reply's length limit
+        "timeout": 60.0,                   # seconds per request
+        "max_retries": 6,                  # retries of a failed request (429, 5xx, timeouts)
+        "backoff": 1.0,                    # first retry delay in seconds, doubled per retry
+        "max_consecutive_failures": 8,     # requests in a row without a reply that stop the run
+        "workers": 4,                      # requests in flight at once
+        "parse": "three_scores",           # reading a reply: "three_scores" (0, 0.5, 1) | "unit_float" (0..1)
+    }
 
     def __init__(self, preset: str | None = None, **params: Any):
         super().__init__(preset, **params)
@@ -185,7 +193,9 @@ class JudgeQA(JudgeEvaluator):
     prompt_versions = tuple(QA_PROMPTS)
     presets = {"default": {},
                "unictokens": {"prompt_version": "qa-unictokens-paraphrase-v1", "parse": "unit_float"}}
-    defaults = {**JudgeEvaluator.defaults, "prompt_version": "qa-v1"}
+    defaults = {**JudgeEvaluator.defaults,
+                "prompt_version": "qa-v1",         # the judge prompt, by its versioned name
+                }
 
     def messages(self, concept: Concept, item: Item, answer: str) -> list[dict]:
         prompt = QA_PROMPTS[self.params["prompt_version"]]

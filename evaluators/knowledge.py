@@ -98,7 +98,10 @@ class KnowledgeT2I(JudgeEvaluator):
     presets = {"default": {},
                "unictokens": {"prompt_version": "t2i-unictokens-paraphrase-v1", "parse": "unit_float",
                               "max_images": 4}}
-    defaults = {**JudgeEvaluator.defaults, "prompt_version": "t2i-v1", "max_images": None}
+    defaults = {**JudgeEvaluator.defaults,
+                "prompt_version": "t2i-v1",        # the judge prompt, by its versioned name
+                "max_images": None,                # judge only the first k images of an item; None: all
+                }
 
     def messages(self, concept: Concept, item: Item, image_url: str) -> list[dict]:
         prompt = T2I_PROMPTS[self.params["prompt_version"]]

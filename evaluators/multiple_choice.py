@@ -171,8 +171,12 @@ class MultipleChoice(Evaluator):
     name = "mc"
     version = "1"
     tasks = frozenset({MC})
-    defaults: dict[str, Any] = {"parser": "letter_or_text", "circular": True, "aggregation": "concept_mean",
-                                "beside_default": False}
+    defaults: dict[str, Any] = {
+        "parser": "letter_or_text",        # how a reply is read: letter_or_text | text_substring | gt_in_pred | exact
+        "circular": True,                  # a question is right only if every option order is right
+        "aggregation": "concept_mean",     # "concept_mean" over concepts | "pooled" over all questions
+        "beside_default": False,           # also report the default preset's figure on the same answers
+    }
     presets = {"default": {},
                "yochameleon": {"parser": "text_substring", "circular": False, "aggregation": "pooled"},
                "unictokens": {"parser": "gt_in_pred", "circular": False, "beside_default": True},

@@ -13,6 +13,7 @@ from typing import Any
 
 from unifybench.data.schema import Benchmark, Concept, Item, Prediction
 from unifybench.errors import UserError
+from unifybench.settings import check_ranges
 
 
 @dataclass
@@ -63,7 +64,9 @@ class Method:
             if key not in fields:
                 raise UserError(f"{cls.name!r} has no setting {key!r} (known: {', '.join(sorted(fields))})")
             values[key] = _coerce(value, fields[key].type, key)
-        return cls.config_cls(**values)
+        config = cls.config_cls(**values)
+        check_ranges(config, cls.name)
+        return config
 
     def describe(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.config) if self.config is not None else {}

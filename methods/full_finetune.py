@@ -29,6 +29,7 @@ from unifybench.errors import UserError
 from unifybench.images import open_rgb
 from unifybench.methods.base import Method
 from unifybench.methods.yochameleon import GEN_PROMPT, ChameleonPrompting, YoChameleonConfig, load_chameleon
+from unifybench.settings import positive, within
 from unifybench.training import OptimConfig, Sample, train_tokens
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,18 @@ class FullFinetuneConfig:
     backbone: str = _YO.backbone               # local folder or a snapshot in the HF cache; "tiny"
     identifier: str = _YO.identifier           # reserved Chameleon token used as <sks> (as Yo'Chameleon)
     prompt: str = GEN_PROMPT                   # "A photo of <sks>."
-    lr: float = 1e-7
-    weight_decay: float = _YO.weight_decay
-    adam_eps: float = _YO.adam_eps
-    batch_size: int = 2
-    iterations: int = 300                      # optimizer steps (Table 1: 300; preset iter500: 500)
+    lr: float = positive(1e-7)                 # AdamW learning rate of all the model's weights
+    weight_decay: float = _YO.weight_decay     # AdamW weight decay
+    adam_eps: float = positive(_YO.adam_eps)   # AdamW epsilon
+    batch_size: int = positive(2)              # training samples per optimizer step
+    iterations: int = positive(300)            # optimizer steps (Table 1: 300; preset iter500: 500)
     n_train_images: int = 0                    # training photos used, sorted by name; 0: all of them
     hflip: bool = True                         # each photo also mirrored
-    max_new_tokens: int = _YO.max_new_tokens   # understanding answers, greedy
-    temperature: float = _YO.temperature       # image sampling: the Anole defaults, no CFG
-    top_k: int = _YO.top_k
-    top_p: float = _YO.top_p
-    gen_batch_size: int = _YO.gen_batch_size
+    max_new_tokens: int = positive(_YO.max_new_tokens)  # understanding answers, greedy
+    temperature: float = positive(_YO.temperature)  # image sampling: the Anole defaults, no CFG
+    top_k: int = _YO.top_k                     # image sampling: top-k
+    top_p: float = within(_YO.top_p, 0, 1, low_open=True)  # image sampling: nucleus
+    gen_batch_size: int = positive(_YO.gen_batch_size)  # images generated per forward batch
     gen_prompts_limit: int = _YO.gen_prompts_limit   # > 0: only the first N generation prompts per task
     images_per_prompt: int = _YO.images_per_prompt   # > 0: overrides the benchmark's images per prompt
 
@@ -76,9 +77,6 @@ class ChameleonFullFinetune(ChameleonPrompting, Method):
 
     def setup(self) -> None:
         cfg = self.config
-        if cfg.iterations < 1 or cfg.batch_size < 1 or cfg.n_train_images < 0:
-            raise UserError(f"{self.name}: iterations and batch_size must be >= 1 and n_train_images >= 0 "
-                            f"(got {cfg.iterations}, {cfg.batch_size}, {cfg.n_train_images})")
         self.backbone = load_chameleon(self.ctx, cfg.backbone)
         self.sks = self.backbone.token_id(cfg.identifier)
         self.token_ids = [self.sks]

@@ -65,6 +65,7 @@ from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.methods.yochameleon import NO, QUESTIONS, YES   # our own recognition wording (shared)
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
+from unifybench.settings import positive
 from unifybench.training import Sample, collate, sequence_loss
 
 MC_SUFFIX = "\nIMPORTANT: Answer the question using a single letter."
@@ -81,22 +82,22 @@ class MCLLaVAConfig:
     base_model: str = "llava-1.6"        # "llava-1.6" (LLaVA-NeXT, anyres) | "llava-1.5"
     backbone: str = "13b"                # "13b", "7b", "tiny", a folder or a cached hub id (--model llava-next=
                                          # PATH wins; --model llava=PATH for base_model="llava-1.5")
-    num_tokens: int = 16                 # latent tokens per concept
-    max_concepts: int = 4                # identifier slots in the vocabulary (the largest scenario)
+    num_tokens: int = positive(16)       # latent tokens per concept
+    max_concepts: int = positive(4)      # identifier slots in the vocabulary (the largest scenario)
     init: str = "kmeans"                 # "kmeans" (masked visual features) | "random"
-    kmeans_n_init: int = 10              # sklearn 1.2.2's default, which the code ran with
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    adam_eps: float = 1e-8
-    batch_size: int = 1
-    epochs: int = 15
-    positives_per_image: int = 5
-    n_random_negatives: int = 100
-    joint_negatives_per_image: int = 10
+    kmeans_n_init: int = positive(10)    # sklearn 1.2.2's default, which the code ran with
+    lr: float = positive(1e-3)           # AdamW learning rate of the concept tokens
+    weight_decay: float = 1e-6           # AdamW weight decay
+    adam_eps: float = positive(1e-8)     # AdamW epsilon
+    batch_size: int = positive(1)        # training samples per optimizer step
+    epochs: int = 15                     # passes over the scenario's training samples
+    positives_per_image: int = 5         # "yes" recognition samples per training photo of a concept
+    n_random_negatives: int = 100        # "no" samples per concept from the benchmark's random images
+    joint_negatives_per_image: int = 10  # "no" samples per photo of each other concept in the scenario
     conversations: bool = True           # the text-only training conversations (without the image)
     hflip: bool = True                   # p = 0.5
     visual_prompt: bool = False          # SoM marks on multi-concept images at test time
-    max_new_tokens: int = 64             # greedy
+    max_new_tokens: int = positive(64)   # greedy
 
 
 class MCLLaVA(SoftPromptMethod):
@@ -121,8 +122,6 @@ class MCLLaVA(SoftPromptMethod):
             raise UserError(f"mc-llava: base_model must be 'llava-1.6' or 'llava-1.5', not {cfg.base_model!r}")
         if cfg.init not in ("kmeans", "random"):
             raise UserError(f"mc-llava: init must be 'kmeans' or 'random', not {cfg.init!r}")
-        if cfg.num_tokens < 1 or cfg.max_concepts < 1:
-            raise UserError("mc-llava: num_tokens and max_concepts must be positive")
         k = cfg.num_tokens
         self.slots = [(f"<id{i}>", [f"<token{k * i + j}>" for j in range(k)]) for i in range(cfg.max_concepts)]
         names = [ident for ident, _ in self.slots] + [t for _, lat in self.slots for t in lat]

@@ -25,6 +25,7 @@ from unifybench.methods.soft_prompt import SoftPromptMethod
 from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench.prompts import NO, QUESTIONS, YES
+from unifybench.settings import positive, within
 from unifybench.training import OptimConfig, Sample, train_tokens
 
 # Our own wording of the recognition templates (the reference ones are not reused).
@@ -36,16 +37,16 @@ class YoChameleonConfig:
     """Defaults are the paper's (32 tokens, 16 per task, ~1000 soft positives; lr 1e-3, batch 4, 16 epochs)."""
 
     backbone: str = "leloy/Anole-7b-v0.1-hf"   # local folder or a snapshot in the HF cache; "tiny"
-    num_tokens: int = 16                       # k, per task
+    num_tokens: int = positive(16)             # k, per task
     identifier: str = "<reserved16200>"        # reserved Chameleon token used as <sks>
     first_latent: int = 16201                  # <g> = <reserved16201..>, then <u>
     head_rows: str = "all"                     # output-head rows trained: "all" new tokens | "identifier"
     self_prompting: bool = True                # answers start with their task's token set
-    lr: float = 1e-3                           # AdamW learning rate of the concept tokens
+    lr: float = positive(1e-3)                 # AdamW learning rate of the concept tokens
     weight_decay: float = 1e-4                 # AdamW weight decay
-    adam_eps: float = 1e-6                     # AdamW epsilon
-    batch_size: int = 4                        # training samples per step
-    epochs: int = 16                           # passes over the training samples
+    adam_eps: float = positive(1e-6)           # AdamW epsilon
+    batch_size: int = positive(4)              # training samples per step
+    epochs: int = positive(16)                 # passes over the training samples
     n_train_images: int = 5                    # training photos used (sorted by name; 4-5 in the paper)
     n_recognition_positives: int = 200         # positive recognition samples (photos repeated)
     n_hard_negatives: int = 100                # pool images ranked right after the soft positives
@@ -55,11 +56,11 @@ class YoChameleonConfig:
     pool: str | None = None                    # folder or list file; None: random images + other concepts' photos
     retrieval_clip: str | None = None          # CLIP checkpoint for ranking; None: --model clip=, tiny when tiny
     hflip: bool = True                         # random horizontal flip of training photos (p = 0.5)
-    max_new_tokens: int = 30                   # understanding answers, greedy
-    temperature: float = 1.0                   # image sampling: the Anole defaults, no CFG
+    max_new_tokens: int = positive(30)         # understanding answers, greedy
+    temperature: float = positive(1.0)         # image sampling: the Anole defaults, no CFG
     top_k: int = 50                            # image sampling: top-k
-    top_p: float = 1.0                         # image sampling: nucleus
-    gen_batch_size: int = 8                    # images generated per forward batch
+    top_p: float = within(1.0, 0, 1, low_open=True)  # image sampling: nucleus
+    gen_batch_size: int = positive(8)          # images generated per forward batch
     gen_prompts_limit: int = 0                 # > 0: only the first N generation prompts per concept
     images_per_prompt: int = 0                 # > 0: overrides the benchmark's images per prompt
 

@@ -28,6 +28,7 @@ from unifybench.models import torch_dtype
 from unifybench.progress import maybe_task
 from unifybench import trainlog
 from unifybench.prompts import NO, QUESTIONS, YES, question_text
+from unifybench.settings import positive
 from unifybench.training import Sample, collate, sequence_loss
 
 
@@ -41,15 +42,15 @@ class YoLLaVAConfig:
     backbone: str = "llava-hf/llava-1.5-13b-hf"  # "13b", "7b", "tiny", "tiny-phi", a folder or cached hub id
     language_model: str = "any"                 # "phi": require a Phi language model (Yo'LLaVA(Phi-1.5) row)
     num_tokens: int = 16                        # k latent tokens
-    identifier: str = "<sks>"
-    latent_format: str = "<token{}>"
+    identifier: str = "<sks>"                   # the new token that names the concept in prompts
+    latent_format: str = "<token{}>"            # names of the k latent tokens ({} is 0..k-1)
     head_rows: str = "identifier"               # output-head rows trained: "identifier" (paper) | "all" (code)
     system_prompt: bool = True                  # the llava_v1 system line before "USER:"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    adam_eps: float = 1e-8
-    batch_size: int = 1
-    epochs: int = 15
+    lr: float = positive(1e-3)                  # AdamW learning rate of the concept tokens
+    weight_decay: float = 1e-2                  # AdamW weight decay
+    adam_eps: float = positive(1e-8)            # AdamW epsilon
+    batch_size: int = positive(1)               # training samples per optimizer step
+    epochs: int = positive(15)                  # passes over the training samples
     n_train_images: int = 5                     # training photos used (sorted by name)
     n_recognition_positives: int = 75           # ~15 turns per photo for 5 photos
     n_hard_negatives: int = 100                 # the top of the CLIP-ranked pool
@@ -58,7 +59,7 @@ class YoLLaVAConfig:
     pool: str | None = None                     # folder or list file; None: random images + other concepts' photos
     retrieval_clip: str | None = None           # CLIP checkpoint for ranking; None: --model clip=, tiny when tiny
     hflip: bool = True                          # random horizontal flip of training photos (p = 0.5)
-    max_new_tokens: int = 30                    # answers, greedy
+    max_new_tokens: int = positive(30)          # answers, greedy
 
 
 class YoLLaVA(SoftPromptMethod):

@@ -196,3 +196,26 @@ def test_log_tensorboard_writes_the_losses_of_train_log(tmp_path):
     assert steps == [(r["step"], pytest.approx(r["loss"])) for r in log if r["kind"] == "step"]
     epochs = [(e.step, e.value) for e in acc.Scalars("loss/epoch/fit")]
     assert epochs == [(r["epoch"], pytest.approx(r["loss"])) for r in log if r["kind"] == "epoch"]
+
+
+@pytest.mark.slow   # wandb starts its own service process (about 8 s)
+def test_log_wandb_writes_the_losses_of_train_log_to_an_offline_run(tmp_path, monkeypatch):
+    """`--log wandb` (the optional extra, in the test extra): offline unless the user set WANDB_MODE, the run
+    under the output folder, its history rows holding the step and epoch losses of train_log.jsonl, read back
+    from the run file with wandb's own record classes."""
+    from wandb_offline import history
+    monkeypatch.setenv("WANDB_MODE", "unset-by-the-test")
+    monkeypatch.delenv("WANDB_MODE")                           # the default: TrainLog chooses offline
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    unifybench.run(method=SaysYes, evaluators="recognition", concepts="dog", log=["wandb"],
+                   output_dir=tmp_path / "r", cache_dir=tmp_path / "cache", no_progress=True)
+    import os
+    assert os.environ["WANDB_MODE"] == "offline"
+    rows = history(tmp_path / "r")
+    log = [json.loads(l) for l in (tmp_path / "r" / "concepts" / "dog" / "train_log.jsonl").read_text().splitlines()]
+    steps = [(r["_step"], r["loss/step"]) for r in rows if "loss/step" in r]
+    assert steps == [(r["step"], pytest.approx(r["loss"])) for r in log if r["kind"] == "step"] and len(steps) == 6
+    epochs = [(r["_step"], r["loss/epoch"]) for r in rows if "loss/epoch" in r]
+    assert epochs == [(r["step"], pytest.approx(r["loss"])) for r in log if r["kind"] == "epoch"] and len(epochs) == 2

@@ -335,7 +335,8 @@ def test_unictokens_reading_of_a_reply(reply, value):
 def test_t2i_unictokens_preset_sends_name_info_extra_info_and_four_images(tmp_path, key):
     run = tmp_path / "run"
     (run / "img").mkdir(parents=True)
-    colours = [(255, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
+    # two reds of different bytes: identical images would be one request (JudgeClient.ask_many)
+    colours = [(255, 0, 0), (250, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
     paths = ["img/" + _image(run / "img" / f"{k}.png", c) for k, c in enumerate(colours)]
     concept = Concept(name="bo", category="pet", class_noun="dog", info="<sks> is a shiba inu.",
                       extra_info=("<sks> wears a red scarf.", "<sks> has a bell."))

@@ -9,7 +9,7 @@ from judge_server import FakeJudge
 
 from unifybench.data.schema import TEXT_QA, Benchmark, Concept, Item, Prediction
 from unifybench.evaluators.judge_qa import JudgeQA
-from unifybench.judge import JudgeCache, JudgeClient, parse_score
+from unifybench.judge import JudgeCache, JudgeClient, JudgeRequest, parse_score
 from unifybench.runspec import RunSpec
 from unifybench.scoring import score
 
@@ -99,3 +99,18 @@ def test_append_after_a_torn_line_starts_a_clean_line(tmp_path):
     assert again.get("c") == {"key": "c", "reply": "0", "value": 0.0}
     assert again.get("a")["value"] == 1.0 and again.skipped_lines == 1 and len(again) == 2
     assert path.read_text().endswith('"value": 0.0}\n')
+
+
+def test_identical_requests_in_a_parallel_batch_are_paid_once(tmp_path):
+    """Four threads, a slow judge, the same request three times (two images with the same bytes): one call,
+    the copies get its score marked cached, and no more calls on a second batch."""
+    msgs = lambda text: [{"role": "system", "content": "s"},  # noqa: E731
+                         {"role": "user", "content": f"Reference answer: {text}\nCandidate answer: {text}"}]
+    reqs = [JudgeRequest(msgs(t), "qa-v1", parse_score, label=str(n)) for n, t in enumerate(["a", "b", "a", "a"])]
+    with FakeJudge(model=MODEL, reply_delay=0.3) as judge:
+        client = JudgeClient(judge.base_url, MODEL, cache_dir=tmp_path, timeout=5, backoff=0.01)
+        res = client.ask_many(reqs, workers=4)
+        assert judge.n_requests == 2
+        assert [r.value for r in res] == [1.0] * 4 and [r.cached for r in res] == [False, False, True, True]
+        assert client.stats()["calls"] == 2 and client.stats()["cache_hits"] == 2
+        assert all(r.cached for r in client.ask_many(reqs, workers=4)) and judge.n_requests == 2

@@ -1,4 +1,5 @@
-"""Issue 15.7/15.8: a table of malformed inputs (predictions, results files, flags). Each one exits 2 with
+"""Issue 15.5/15.7/15.8: a table of malformed inputs (predictions, results files, flags, benchmark files, weights
+folders, settings, devices, plugins). Each one exits 2 with
 one line on stderr that names the file (and field) where there is one, no traceback, and leaves the
 output folder byte-identical. In-process CLI calls: fast."""
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _call(argv: list[str], out: Path, capsys) -> tuple[int, str]:
     captured = capsys.readouterr()
     assert _snapshot(out) == before, "the output folder changed"
     assert "Traceback" not in captured.err + captured.out
-    lines = [line for line in captured.err.splitlines() if line.strip()]
+    # The tiny preset's notice ("the numbers mean nothing") is printed before a run starts; not an error line.
+    lines = [line for line in captured.err.splitlines() if line.strip() and "tiny preset:" not in line]
     assert rc == 2 and len(lines) == 1, (rc, captured.err)
     return rc, lines[0]
 
@@ -159,3 +161,208 @@ def test_output_dir_that_is_a_file(tmp_path, capsys):
     f = tmp_path / "out" / "results.json"
     _, line = _call(["run", "--method", "yollava", "--preset", "tiny", "--output-dir", str(f)], tmp_path / "out", capsys)
     assert str(f) in line and "--output-dir" in line
+
+
+# --------------------------------------------------------------------------------------- benchmark files
+# A copy of the bundled mini data as a `--benchmark unifybench` root, broken one way per case. Each case:
+# (name, breakage(root, outside folder), file the line names (relative to the root), field, words).
+TI, DOG_VQA = "concept/train/train_images.json", "concept/test/dog/vqa.json"
+
+
+def _edit_json(root: Path, rel: str, change) -> None:
+    path = root / rel
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _train_entry(value):
+    return lambda r, outside: _edit_json(r, TI, lambda d: d["dog"].__setitem__(0, value(outside)))
+
+
+def _vqa_field(key, value):
+    return lambda r, outside: _edit_json(r, DOG_VQA, lambda d: d[0].__setitem__(key, value(outside)))
+
+
+def _symlink_out(rel: str):
+    def breakage(r: Path, outside: Path) -> None:
+        (r / rel).unlink()
+        (r / rel).symlink_to(outside / "secret.jpg")
+    return breakage
+
+
+BENCH_FILES = [
+    ("train entry into another concept", _train_entry(lambda o: "../cat/0.jpg"), TI, "dog[0]", "leaves"),
+    ("train entry out of the root", _train_entry(lambda o: "../../../../secret.jpg"), TI, "dog[0]", "leaves"),
+    ("train entry absolute", _train_entry(lambda o: str(o / "secret.jpg")), TI, "dog[0]", "absolute path"),
+    ("train entry a number", _train_entry(lambda o: 3), TI, "dog[0]", "non-empty string"),
+    ("train entry missing image", _train_entry(lambda o: "9.jpg"), TI, "dog[0]", "does not exist"),
+    ("train list not a list", lambda r, o: _edit_json(r, TI, lambda d: d.update(dog="0.jpg")), TI, "dog",
+     "must be a list"),
+    ("train_images not json", lambda r, o: (r / TI).write_text("{", encoding="utf-8"), TI, None, "not valid JSON"),
+    ("vqa image out of the root", _vqa_field("image", lambda o: "../../../../secret.jpg"), DOG_VQA, "[0].image",
+     "leaves"),
+    ("vqa image absolute", _vqa_field("image", lambda o: str(o / "secret.jpg")), DOG_VQA, "[0].image",
+     "absolute path"),
+    ("vqa image a number", _vqa_field("image", lambda o: 0), DOG_VQA, "[0].image", "non-empty string"),
+    ("vqa image missing", _vqa_field("image", lambda o: "9.jpg"), DOG_VQA, "[0].image", "does not exist"),
+    ("vqa question a list", _vqa_field("question", lambda o: ["q"]), DOG_VQA, "[0].question", "got a list"),
+    ("vqa answer null", _vqa_field("answer", lambda o: None), DOG_VQA, "[0].answer", "got missing"),
+    ("vqa an object", lambda r, o: (r / DOG_VQA).write_text("{}", encoding="utf-8"), DOG_VQA, None,
+     "must be a JSON list"),
+    ("info class a number", lambda r, o: _edit_json(r, "concept/train/dog/info.json", lambda d: d.update({"class": 1})),
+     "concept/train/dog/info.json", "class", "non-empty string"),
+    ("test image a symlink out", _symlink_out("concept/test/dog/0.jpg"), "concept/test/dog/0.jpg", None,
+     "a symlink to"),
+    ("random image a symlink out", _symlink_out("random_images/0.jpg"), "random_images/0.jpg", None, "a symlink to"),
+]
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    from unifybench.data.unifybench import MINI_ROOT
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(MINI_ROOT, root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(MINI_ROOT / "random_images" / "0.jpg", outside / "secret.jpg")   # a real image: only the rule stops it
+    shutil.copy(MINI_ROOT / "random_images" / "0.jpg", tmp_path / "secret.jpg")
+    return root, outside
+
+
+@pytest.mark.parametrize("name,breakage,file,field,words", BENCH_FILES, ids=[c[0] for c in BENCH_FILES])
+def test_malformed_benchmark_files(tmp_path, capsys, data_root, name, breakage, file, field, words):
+    root, outside = data_root
+    breakage(root, outside)
+    out = tmp_path / "out"
+    _, line = _call(["run", "--method", "random", "--benchmark", "unifybench", "--data-root", str(root),
+                     "--output-dir", str(out), "--no-progress"], out, capsys)
+    where = f"{root.resolve() / file}" + (f" [{field}]" if field else "") + ":"
+    assert where in line and words in line, line
+
+
+def test_random_images_symlink_out_is_refused_only_for_random_images(tmp_path, capsys, data_root):
+    # The rule is about where a file resolves, not about symlinks: one inside the root is fine.
+    root, _ = data_root
+    (root / "random_images" / "0.jpg").unlink()
+    (root / "random_images" / "0.jpg").symlink_to(root / "random_images" / "1.jpg")
+    from unifybench.data.unifybench import UnifyBench
+    bench = UnifyBench(root)
+    assert root / "random_images" / "0.jpg" in bench.random_images()
+
+
+# --------------------------------------------------------------------------------------- weights folders
+def _pickle_only(folder: Path) -> None:
+    import torch
+    (folder / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    torch.save({"w": torch.zeros(2)}, str(folder / "pytorch_model.bin"))
+
+
+WEIGHTS = [
+    ("pickle only", _pickle_only, "pytorch_model.bin", "never unpickles"),
+    ("corrupt safetensors", lambda f: ((f / "config.json").write_text('{"model_type": "llava"}'),
+                                       (f / "model.safetensors").write_bytes(b"\x00" * 4)), "model.safetensors",
+     "not a safetensors file"),
+    ("truncated safetensors header", lambda f: ((f / "config.json").write_text('{"model_type": "llava"}'),
+                                                (f / "model.safetensors").write_bytes((1 << 20).to_bytes(8, "little")
+                                                                                      + b"{}")),
+     "model.safetensors", "truncated"),
+    ("missing config.json", lambda f: (f / "model.safetensors").write_bytes(b""), "config.json", "cannot read"),
+    ("config.json not json", lambda f: (f / "config.json").write_text("{"), "config.json", "cannot read"),
+    ("wrong model_type", lambda f: (f / "config.json").write_text('{"model_type": "bert"}'), "config.json",
+     "model_type"),
+]
+
+
+@pytest.mark.parametrize("name,build,file,words", WEIGHTS, ids=[w[0] for w in WEIGHTS])
+def test_malformed_weights_folders(tmp_path, capsys, name, build, file, words):
+    folder = tmp_path / "llava"
+    folder.mkdir()
+    build(folder)
+    out = tmp_path / "out"
+    _, line = _call(["run", "--method", "llava-tp", "--preset", "tiny", "--model", f"llava={folder}",
+                     "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--no-progress"], out, capsys)
+    assert str(folder / file) in line and words in line, line
+
+
+# ----------------------------------------------------------------------------------- settings and flags
+YOCHAMELEON = ["run", "--method", "yochameleon", "--preset", "tiny"]
+SETTINGS = [
+    ("epochs=-1", "'epochs' of 'yochameleon' must be an integer > 0, got -1"),
+    ("num_tokens=0", "'num_tokens' of 'yochameleon' must be an integer > 0, got 0"),
+    ("lr=nan", "'lr' of 'yochameleon' must be a finite number > 0, got nan"),
+    ("lr=inf", "'lr' of 'yochameleon' must be a finite number > 0, got inf"),
+    ("lr=-0.001", "'lr' of 'yochameleon' must be a finite number > 0, got -0.001"),
+    ("batch_size=-4", "'batch_size' of 'yochameleon' must be an integer > 0, got -4"),
+    ("top_p=1.5", "'top_p' of 'yochameleon' must be a finite number > 0 and <= 1, got 1.5"),
+    ("weight_decay=-1", "'weight_decay' of 'yochameleon' must be a finite number >= 0, got -1.0"),
+    ("n_soft_positives=-1", "'n_soft_positives' of 'yochameleon' must be an integer >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize("setting,words", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_settings_out_of_range(tmp_path, capsys, setting, words):
+    out = tmp_path / "out"
+    _, line = _call(YOCHAMELEON + ["--set", setting, "--output-dir", str(out)], out, capsys)
+    assert words in line, line
+
+
+def test_other_methods_declare_their_ranges_too(tmp_path, capsys):
+    out = tmp_path / "out"
+    for method, setting, words in (("unictokens", "cond_dropout=1.5", "'cond_dropout' of 'unictokens' must be a "
+                                                                     "finite number >= 0 and <= 1"),
+                                   ("dreambooth-sd", "adam_beta1=1", "< 1"),
+                                   ("mc-llava", "max_concepts=0", "'max_concepts'"),
+                                   ("llava-tp", "max_new_tokens=0", "'max_new_tokens'")):
+        _, line = _call(["run", "--method", method, "--preset", "tiny", "--set", setting, "--output-dir", str(out)],
+                        out, capsys)
+        assert words in line, line
+
+
+def _no_gpu(monkeypatch, count: int) -> None:
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+DEVICES = [("nonsense", 0, "--device 'nonsense' is not a device"), ("cuda", 0, "no CUDA GPU is visible"),
+           ("cuda:3", 0, "no CUDA GPU is visible"), ("cuda:3", 2, "this machine has 2 CUDA devices"),
+           ("cpu:1", 0, "is not a device"), ("gpu", 0, "is not a device")]
+
+
+@pytest.mark.parametrize("device,gpus,words", DEVICES, ids=[f"{d}-{g}gpus" for d, g, _ in DEVICES])
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_bad_device(tmp_path, capsys, monkeypatch, command, device, gpus, words):
+    _no_gpu(monkeypatch, gpus)
+    out = tmp_path / "out"
+    argv = YOCHAMELEON if command == "run" else ["eval", "--predictions", str(tmp_path / "p.jsonl")]
+    (tmp_path / "p.jsonl").write_text(GOOD + "\n")
+    _, line = _call(argv + ["--device", device, "--output-dir", str(out)], out, capsys)
+    assert words in line and device in line, line
+
+
+def test_unknown_model_role(tmp_path, capsys):
+    out = tmp_path / "out"
+    _, line = _call(YOCHAMELEON + ["--model", "chamelon=/x", "--output-dir", str(out)], out, capsys)
+    assert "unknown weight role 'chamelon'" in line and "chameleon" in line and "clip" in line, line
+
+
+@pytest.mark.parametrize("kind,name", [("methods", "yollava"), ("baselines", "yollava"), ("evaluators", "clip_i")])
+def test_plugin_name_clashing_with_a_builtin(tmp_path, capsys, monkeypatch, kind, name):
+    from unifybench import registry
+
+    class EP:
+        value = "someone_elses_pkg.mod:Thing"
+
+    EP.name = name
+    for k, reg in list(registry.REGISTRIES.items()):      # fresh registries: the real ones cache their plugins
+        fresh = registry.Registry(k)
+        for e in reg._entries.values():
+            fresh.register(e.name, e.target, e.description)
+        monkeypatch.setitem(registry.REGISTRIES, k, fresh)
+        monkeypatch.setattr(registry, k.upper(), fresh)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EP()] if group == f"unifybench.{kind}" else [])
+    _, line = _call(["ls", kind], tmp_path / "out", capsys)
+    builtin = registry.REGISTRIES["methods" if name == "yollava" else kind]._entries[name].target
+    assert f"plugin {name!r} (someone_elses_pkg.mod:Thing" in line and builtin in line, line

@@ -35,16 +35,15 @@ def first_run(tmp_path_factory, cache):
 
 
 def test_tiny_text_answers_are_non_empty_and_the_run_says_what_tiny_numbers_test(first_run):
-    """The tiny backbones never end a turn at once (tiny_cache.no_early_stop), so the text path carries text.
-    After the tiny fit, two of the four concepts still answer only with their own tokens (dropped when
-    decoding): 50 of the 99 answers are text today, a floor this test keeps (every answer used to be "")."""
-    preds = [json.loads(l) for f in sorted((first_run / "concepts").glob("*/predictions.jsonl"))
-             for l in f.read_text().splitlines()]
-    text = [p for p in preds if p["task"] in ("rec", "vqa", "text_qa")]
-    assert len(text) == 99 and all(isinstance(p.get("text"), str) for p in text)
-    assert sum(bool(p["text"].strip()) for p in text) >= 50
-    assert {p["task"] for p in text if p["text"].strip()} == {"rec", "vqa", "text_qa"}
+    """The tiny Chameleon is steered to readable text in its saved weights (models/chameleon/tiny.py), so even
+    after the tiny fit no answer is only end of turn or concept tokens (which the method drops when decoding):
+    every one of the 99 text answers is visible text (there used to be 0, then 50). The run says what tiny
+    numbers test on stderr, in results.json and above the run's table."""
+    from tiny_answers import text_answers, unreadable
+    assert len(text_answers(first_run)) == 99 and not unreadable(first_run), unreadable(first_run)
     assert "tiny preset: random tiny models" in FIRST_STDERR[0] and "numbers mean nothing" in FIRST_STDERR[0]
+    assert "test the pipeline and say nothing about any method" in json.loads((first_run / "results.json").read_text())["notice"]
+    assert "RANDOM TINY MODELS" in (first_run / "leaderboard.md").read_text().splitlines()[0]
     # off a terminal: one line per finished concept with elapsed time and ETA, one per stage
     lines = [l for l in FIRST_STDERR[0].splitlines() if l.startswith("unifybench: yochameleon:")]
     assert sum(" concept " in l and "ETA" in l for l in lines) == len(UnifyBenchMini().concepts())

@@ -315,8 +315,8 @@ def cmd_ls(args) -> int:
                 print(f"{name}\t{what}")
             return 0
         from unifybench.tables import text_table
-        rows = [[s.name, s.type, st.show(s.default), s.meaning or "-"] for s in st.settings(args.name)]
-        sys.stdout.write(text_table(["setting", "type", "default", "meaning"], rows))
+        rows = [[s.name, s.type, st.show(s.default), s.allowed or "-", s.meaning or "-"] for s in st.settings(args.name)]
+        sys.stdout.write(text_table(["setting", "type", "default", "allowed", "meaning"], rows))
         return 0
     if args.name:
         raise UserError(f"`unifybench ls {args.kind}` takes no name")
@@ -356,9 +356,9 @@ def _plugged_parsers(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argv)
-    _plugged_parsers(parser._subparsers._group_actions[0])
     try:
+        parser = build_parser(argv)   # lists the registries: a plugin clashing with a built-in stops here
+        _plugged_parsers(parser._subparsers._group_actions[0])
         args = apply_config_file(parser, argv)
         return COMMANDS[args.command](args)
     except UserError as e:

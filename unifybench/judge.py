@@ -16,7 +16,8 @@ an error message (every message that leaves this module is scrubbed of it) and n
   replayed into an in-memory index on start; a torn line is skipped, and the next append first ends it
   with a newline so that it starts a clean line). The key is the sha256 of
   (judge model, prompt version, sampling settings, request content), where every embedded image is
-  replaced by the sha256 of its bytes. A rerun or a resumed run makes no call for a cached request.
+  replaced by the sha256 of its bytes. A rerun or a resumed run makes no call for a cached request, and
+  identical requests in one batch (:meth:`JudgeClient.ask_many`) are sent once, however many threads.
 * **Circuit breaker.** After ``max_consecutive_failures`` requests in a row get no reply (after their
   retries), or as soon as the server refuses the key (401/403), :class:`JudgeUnavailable` stops the run
   instead of scoring nothing for hours. Unparsable replies do not count: the server is working.
@@ -235,20 +236,37 @@ class JudgeClient:
         return JudgeResult(value=value, reply=self._scrub(reply))
 
     def ask_many(self, requests: Sequence[JudgeRequest], workers: int = 1) -> list[JudgeResult]:
-        """`ask` for each request (in parallel threads when workers > 1), results in request order."""
+        """`ask` for each request (in parallel threads when workers > 1), results in request order.
+
+        Identical requests (one cache key, e.g. two generated images with the same bytes) are sent once and
+        the copies get its result, marked cached: parallel threads would otherwise all miss the cache and pay
+        for the same reply, and a failed reply is never asked twice either way."""
         def one(r: JudgeRequest) -> JudgeResult:
             return self.ask(r.messages, r.prompt_version, r.parse, r.label)
-        if workers <= 1 or len(requests) <= 1:
-            return [one(r) for r in requests]
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = [pool.submit(one, r) for r in requests]
-            return [f.result() for f in futures]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)   # a dead server: do not work through the queue
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        first: dict[tuple, int] = {}
+        same = [first.setdefault((request_key(self.model, r.prompt_version, self.settings, r.messages), r.parse), n)
+                for n, r in enumerate(requests)]
+        distinct = [r for n, r in enumerate(requests) if same[n] == n]
+        if workers <= 1 or len(distinct) <= 1:
+            answers = [one(r) for r in distinct]
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                answers = [f.result() for f in [pool.submit(one, r) for r in distinct]]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)   # a dead server: do not work through the queue
+                raise
+            finally:
+                pool.shutdown(wait=True)
+        answer_of = dict(zip([n for n in range(len(requests)) if same[n] == n], answers))
+        out = []
+        for n, origin in enumerate(same):
+            res = answer_of[origin]
+            if origin != n and res.ok:
+                self._count("cache_hits")
+                res = JudgeResult(value=res.value, reply=res.reply, cached=True)
+            out.append(res)
+        return out
 
     def stats(self) -> dict:
         """Counters for results.json: calls (requests not answered from the cache), HTTP requests incl.

@@ -80,6 +80,10 @@ def normalise(command: str, options: dict[str, Any]) -> dict[str, Any]:
     for key in PATH_OPTIONS + ("data_root",):
         if o.get(key) is not None:
             o[key] = str(o[key])
+    from unifybench.devices import check_device_name
+    from unifybench.models.weights import check_roles
+    o["device"] = check_device_name(str(o["device"]))
+    check_roles(o["model"])
     if o["dtype"] not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {o['dtype']!r}")
     if o["missing"] not in ("wrong", "exclude"):
@@ -125,7 +129,9 @@ def recorded(o: dict[str, Any]) -> dict[str, Any]:
 def build_spec(command: str, options: dict[str, Any]):
     """The RunSpec for `command` ("run" | "eval") from user options (any front end)."""
     from unifybench.runspec import RunSpec
+    from unifybench.devices import check_device
     o = normalise(command, options)
+    check_device(o["device"])     # before any work: the GPU a run names must be here
     out = Path(o["output_dir"]) if o["output_dir"] else default_output_dir(command, o)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out} is a file, not a folder")

@@ -37,7 +37,16 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        # `--method NAME` looks in methods, then baselines: a plugin may not shadow a name in either.
+        peers = [REGISTRIES[k] for k in RUNNABLE_KINDS if k != self.kind] if self.kind in RUNNABLE_KINDS else []
         for ep in entry_points(group=f"unifybench.{self.kind}"):
+            taken = self._entries.get(ep.name) or next((r._entries[ep.name] for r in peers
+                                                        if ep.name in r._entries), None)
+            if taken is not None and taken.target != ep.value:
+                self._plugins_loaded = False   # every later use says it again
+                raise UserError(f"plugin {ep.name!r} ({ep.value}, entry point group unifybench.{self.kind}) clashes "
+                                f"with {taken.name!r} ({taken.target}), already registered; rename the plugin's "
+                                f"entry point")
             self.register(ep.name, ep.value, "")   # described by its docstring (`description`)
 
     def names(self) -> list[str]:
@@ -84,6 +93,7 @@ BASELINES = Registry("baselines")
 EVALUATORS = Registry("evaluators")
 
 REGISTRIES = {r.kind: r for r in (BENCHMARKS, METHODS, BASELINES, EVALUATORS)}
+RUNNABLE_KINDS = ("methods", "baselines")   # the registries `run --method NAME` reads
 
 
 def get_runnable(name: str) -> type:

@@ -1,5 +1,9 @@
 """What `unifybench ls settings|presets NAME` prints: every setting of a method, baseline or evaluator with
-its type, default and one-line meaning, and the named presets.
+its type, default, allowed range and one-line meaning, and the named presets; and the range check every
+method config passes (`check_ranges`), so `--set epochs=-1` or `lr=nan` is refused before any work.
+
+A numeric setting's range is declared on its config field (`epochs: int = positive(16)`, `top_p: float =
+within(1.0, 0, 1, low_open=True)`); a field that declares none takes `DEFAULT_RANGE`: finite and >= 0.
 
 The meaning is the comment written next to the setting in the source (a config dataclass field
 ``lr: float = 1e-3   # learning rate``, or an evaluator ``defaults`` entry ``"parser": "strict",  # ...``):
@@ -12,6 +16,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import math
 import tokenize
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +30,76 @@ class Setting:
     type: str
     default: Any
     meaning: str
+    allowed: str = ""              # the range of a numeric setting ("(0,inf)", "[0,1]"); "" for the others
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take (always finite): low <= v (< when low_open), v <= high (<)."""
+
+    low: float | None = 0
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def interval(self) -> str:
+        """Compact interval notation for `ls settings`: "(0,inf)", "[0,1]"."""
+        low = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        high = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
+        return f"{low},{high}"
+
+    def text(self) -> str:
+        low = None if self.low is None else ("> " if self.low_open else ">= ") + f"{self.low:g}"
+        high = None if self.high is None else ("< " if self.high_open else "<= ") + f"{self.high:g}"
+        return " and ".join(p for p in (low, high) if p) or "finite"
+
+
+DEFAULT_RANGE = Range(0)           # a numeric setting that declares no range: finite and >= 0
+
+
+def within(default: Any, low: float | None = 0, high: float | None = None, low_open: bool = False,
+           high_open: bool = False) -> Any:
+    """A config field whose value must lie in the given range (declared where the setting is)."""
+    return dataclasses.field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def positive(default: Any) -> Any:
+    """A config field that must be > 0 (an integer >= 1): counts of epochs, tokens, steps; learning rates."""
+    return within(default, 0, low_open=True)
+
+
+def fraction(default: Any) -> Any:
+    """A config field in [0, 1]: probabilities, dropout rates, fractions of a schedule."""
+    return within(default, 0, 1)
+
+
+def _numeric(annotation: Any) -> str | None:
+    """"int" / "float" for a numeric field's annotation (a string under `from __future__ import annotations`)."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return kind if kind in ("int", "float") else None
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The range of a numeric config field (its declared one, else DEFAULT_RANGE); None for the others."""
+    return f.metadata.get("range", DEFAULT_RANGE) if _numeric(f.type) else None
+
+
+def check_ranges(config: Any, owner: str) -> None:
+    """A one-line UserError naming the first numeric setting of `config` outside its range."""
+    for f in dataclasses.fields(config):
+        allowed, value = field_range(f), getattr(config, f.name)
+        if allowed is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not allowed.holds(value):
+            kind = "an integer" if _numeric(f.type) == "int" else "a finite number"
+            raise UserError(f"setting {f.name!r} of {owner!r} must be {kind} {allowed.text()}, got {value!r}")
 
 
 def source_comments(cls: type) -> dict[str, str]:
@@ -83,7 +158,9 @@ def method_settings(cls: type) -> list[Setting]:
     for f in dataclasses.fields(cls.config_cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out.append(Setting(f.name, _type_name(f.type), default, f.metadata.get("help") or comments.get(f.name, "")))
+        allowed = field_range(f)
+        out.append(Setting(f.name, _type_name(f.type), default, f.metadata.get("help") or comments.get(f.name, ""),
+                           allowed.interval() if allowed else ""))
     return out
 
 

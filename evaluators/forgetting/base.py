@@ -55,7 +55,11 @@ class ModelEvaluator(Evaluator):
     tasks: frozenset[str] = frozenset()
     kind = "model"
     env_var: str = ""                      # UNIFYBENCH_<X>_ROOT for the data folder
-    defaults: dict[str, Any] = {"data": None, "with_prompt": True, "limit": 0}
+    defaults: dict[str, Any] = {
+        "data": None,                      # the data folder; unset: the UNIFYBENCH_<X>_ROOT variable
+        "with_prompt": True,               # also run each query with the concept's personalized prompt in front
+        "limit": 0,                        # > 0: only the first N questions
+    }
     tiny_data: dict[str, Any] = {}         # params of the bundled mini set (bench/make_mini_forgetting.py)
 
     def for_tiny_run(self) -> None:

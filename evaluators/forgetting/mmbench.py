@@ -166,8 +166,14 @@ class MMBench(ModelEvaluator):
     name = "mmbench"
     version = "1"
     env_var = "UNIFYBENCH_MMBENCH_ROOT"
-    defaults = {**ModelEvaluator.defaults, "tsv": "mmbench_dev_20230712.tsv", "circular": True,
-                "max_new_tokens": 10, "judge": True, "judge_prompt": "mmbench-v1", "prompt_layout": "default"}
+    defaults = {**ModelEvaluator.defaults,
+                "tsv": "mmbench_dev_20230712.tsv",   # the question file in the data folder
+                "circular": True,                    # a question is right only if every option order is right
+                "max_new_tokens": 10,                # replies, greedy
+                "judge": True,                       # ask the --judge-base-url judge about replies rules cannot read
+                "judge_prompt": "mmbench-v1",        # that judge prompt, by its versioned name
+                "prompt_layout": "default",          # "default" | "yochameleon" (its spacing around the image)
+                }
     tiny_data = {"data": "bundled:mini_forgetting/mmbench", "tsv": "mmbench_mini.tsv"}
     presets = {"default": {},
                "yochameleon": {"max_new_tokens": 1, "prompt_layout": "yochameleon"}}

@@ -240,8 +240,13 @@ class MMLU(ModelEvaluator):
     name = "mmlu"
     version = "1"
     env_var = "UNIFYBENCH_MMLU_ROOT"
-    defaults = {**ModelEvaluator.defaults, "subjects": None, "split": "test", "num_fewshot": 0,
-                "batch_size": 8, "mask_image_tokens": True}
+    defaults = {**ModelEvaluator.defaults,
+                "subjects": None,                    # comma-separated MMLU subjects; None: all in the data
+                "split": "test",                     # the split scored
+                "num_fewshot": 0,                    # dev examples in front of each question (lm-eval's default 0)
+                "batch_size": 8,                     # lm-eval requests per forward pass
+                "mask_image_tokens": True,           # image-code logits masked, as Chameleon's own forward does
+                }
     tiny_data = {"data": "bundled:mini_forgetting/mmlu"}
     presets = {"default": {}}
 

@@ -67,8 +67,15 @@ class YoChameleonMMLU(ModelEvaluator):
     name = "yochameleon_mmlu_generative"
     version = "1"
     env_var = "UNIFYBENCH_MMLU_ROOT"
-    defaults = {**ModelEvaluator.defaults, "subject": "abstract_algebra", "split": "test", "temperature": 0.2,
-                "top_k": 50, "top_p": 1.0, "max_new_tokens": 30, "segments": 2}
+    defaults = {**ModelEvaluator.defaults,
+                "subject": "abstract_algebra",       # the one MMLU subject asked (Yo'Chameleon's)
+                "split": "test",                     # the split scored
+                "temperature": 0.2,                  # answers are sampled (as the original): temperature
+                "top_k": 50,                         # sampling: top-k
+                "top_p": 1.0,                        # sampling: nucleus
+                "max_new_tokens": 30,                # reply length limit
+                "segments": 2,                       # answer = text up to the 2nd generated end of turn (1: 1st)
+                }
     tiny_data = {"data": "bundled:mini_forgetting/mmlu"}
     presets = {"default": {}}
 

@@ -169,9 +169,15 @@ class POPE(ModelEvaluator):
     name = "pope"
     version = "1"
     env_var = "UNIFYBENCH_POPE_ROOT"
-    defaults = {**ModelEvaluator.defaults, "questions": "llava_pope_test.jsonl", "images": "val2014",
-                "labels": None, "categories": ",".join(CATEGORIES), "parser": "original",
-                "max_new_tokens": 3, "headline": "f1"}
+    defaults = {**ModelEvaluator.defaults,
+                "questions": "llava_pope_test.jsonl",   # the question file in the data folder
+                "images": "val2014",                    # the COCO image folder in it
+                "labels": None,                         # folder of coco_pope_<category>.json; None: the data folder
+                "categories": ",".join(CATEGORIES),     # POPE splits scored, comma-separated
+                "parser": "original",                   # yes/no reading: "original" (POPE) | "lenient"
+                "max_new_tokens": 3,                    # replies, greedy
+                "headline": "f1",                       # the pooled figure reported as the value
+                }
     tiny_data = {"data": "bundled:", "questions": "mini_forgetting/pope/llava_pope_test.jsonl", "images": "mini/concept/test", "labels": "mini_forgetting/pope"}
     presets = {"default": {}}
 

@@ -30,6 +30,8 @@ ROWS = {
     "gpt4o-tp": ("unictokens_table1", "gpt4o_tp"),
     "gpt4o-ip": ("unictokens_table1", "gpt4o_ip"),
 }
+# Baselines that answer with the tiny Chameleon, Show-o or LLaVA, which are steered to readable text.
+ON_STEERED_BACKBONES = {"chameleon-original", "chameleon-tp", "chameleon-ip", "showo-tp", "llava-tp", "rap-llava"}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,9 @@ def test_baseline_results(runs, name):
         assert "clip_i" not in res
     preds = [json.loads(line) for line in (runs[name] / "concepts" / "dog" / "predictions.jsonl").open()]
     assert preds and all(p.get("error") is None for p in preds), name
+    if name in ON_STEERED_BACKBONES:                                 # the tiny Chameleon, Show-o, LLaVA answer text
+        from tiny_answers import text_answers, unreadable
+        assert text_answers(runs[name]) and not unreadable(runs[name]), name
 
 
 def test_baseline_results_land_in_the_paper_tables(runs):

@@ -54,6 +54,16 @@ def empty_splits(r: Path) -> None:
     (r / "test").mkdir()
 
 
+def symlink_out(rel: str):
+    """`rel` replaced by a symlink to an image outside the data root (issue 15.7: never followed)."""
+    def breakage(r: Path) -> None:
+        outside = r.parent / "outside.png"
+        outside.write_bytes((r / rel).read_bytes())
+        (r / rel).unlink()
+        (r / rel).symlink_to(outside)
+    return breakage
+
+
 def duplicate_key(r: Path) -> None:
     text = (r / TEXT).read_text(encoding="utf-8")
     entry = '{"question": "Is sks tall?", "option": {"A": "Yes", "B": "No"}, "correct_answer": "A"}'
@@ -114,6 +124,8 @@ YOLLAVA_CASES = [
     ("concept-folder-with-hash", lambda r: make_folder(r / "test" / "bad#name"), "test/bad#name", None,
      "contains '#'"),
     ("missing-test-split", only_train_bo, "test", None, "test folder"),
+    ("train-image-symlink-out-of-root", symlink_out("train/bo/10.png"), "train/bo/10.png", None,
+     "leaves the data root"),
     ("empty-concepts", empty_splits, "test", None, "no concept folders"),
 ]
 

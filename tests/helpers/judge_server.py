@@ -12,14 +12,26 @@ distinct request body. What it replies is decided from the text of the last user
 * ``cycle=[...]`` (constructor): every chat request, in arrival order, gets the next fault of the list
   (``"500"``, ``"429"``, ``"hang"`` (past the client's timeout), ``"nonjson"``, ``"nochoices"``,
   ``"garbage"``, ``"valid"``), whatever its text; ``paid`` counts the requests that got a usable score.
+* ``rotate=[...]`` (constructor): the same faults, decided per distinct request (its messages) instead of
+  per arrival, so that a run killed and resumed meets the faults an uninterrupted run met: the k-th distinct
+  request to arrive starts at entry k (mod the length), each further attempt of it gets the next entry, and
+  the walk stops at the first entry that ends a request (``"valid"``, ``"nonjson"``, ``"nochoices"``,
+  ``"garbage"``), which every later attempt gets again: only the retryable faults (``"500"``, ``"429"``,
+  ``"hang"``) move on. Every kind occurs; with one client worker the assignment is the same in every run.
+* ``retry_after`` (constructor, default ``"0"``): the ``Retry-After`` header of every 429;
+  ``reply_delay``: seconds every scored reply waits (a judge's latency, so a test can kill a client while
+  requests are in flight).
 * ``FAULT:echo-auth``: an HTTP 400 whose error message repeats the Authorization header (a server
   that leaks the key back; the client must scrub it).
 * otherwise a score: with an attached image, from the colour of its top-left pixel (red 1, green 0.5,
   anything else 0); without one, from the "Reference answer:" and "Candidate answer:" lines (equal
   ignoring case and a final period: 1; sharing a word of 4+ letters: 0.5; else 0).
 
-Every request is also checked: the model name, temperature 0, the seed, exactly a system and a user
-message (a fresh conversation), and the bearer key when ``expected_key`` is set (else HTTP 401).
+Every chat request (in the other modes: every one that got a score) is logged in ``judge.log`` as
+``{"request": sha256 of its messages, "attempt", "kind", "t"}`` (``kind``: what it got: ``"valid"`` for a
+score, else the fault's name), so a test can count paid calls per request. Every request is also checked:
+the model name, temperature 0, the seed, exactly a system and a user message (a fresh conversation), and
+the bearer key when ``expected_key`` is set (else HTTP 401).
 Violations are collected in ``judge.violations``.
 
 It also answers the Images API: ``POST /v1/images/generations`` (JSON) and ``POST /v1/images/edits``
@@ -44,7 +56,8 @@ _FAULT = re.compile(r"FAULT:(500|429|slow|garbage|nonjson|nochoices|echo-auth)(?
 
 class FakeJudge:
     def __init__(self, expected_key: str | None = None, model: str = "fake-judge", seed: int | None = None,
-                 slow_seconds: float = 1.5, image_model: str = "gpt-image-1", cycle: list[str] | None = None):
+                 slow_seconds: float = 1.5, image_model: str = "gpt-image-1", cycle: list[str] | None = None,
+                 rotate: list[str] | None = None, retry_after: str = "0", reply_delay: float = 0.0):
         self.expected_key = expected_key
         self.model = model
         self.image_model = image_model
@@ -59,6 +72,12 @@ class FakeJudge:
         self.cycle = list(cycle or [])
         self.paid = 0                         # requests answered with a score (what a real judge bills)
         self.paid_bodies: list[str] = []      # their request texts, to find repeated paid calls
+        self.rotate = list(rotate or [])
+        self.retry_after = retry_after
+        self.reply_delay = reply_delay
+        self.log: list[dict] = []             # one entry per chat request: which request, attempt, what it got
+        self.rotate_start: dict[str, int] = {}      # messages hash -> its first entry (rotate mode)
+        self.rotate_attempts: dict[str, int] = {}   # messages hash -> attempts so far (rotate mode)
 
     # ---- lifecycle
 
@@ -116,6 +135,13 @@ class FakeJudge:
         if self.expected_key is not None and auth != f"Bearer {self.expected_key}":
             return self._send(h, 401, {"error": {"message": "invalid api key", "type": "auth_error"}})
         text = _user_text(body)
+        if self.rotate:
+            request = messages_hash(body)
+            with self.lock:
+                self.rotate_start.setdefault(request, len(self.rotate_start) % len(self.rotate))
+                self.rotate_attempts[request] = n = self.rotate_attempts.get(request, 0) + 1
+            kind = _walk(self.rotate, self.rotate_start[request], n)
+            return self._fault(h, body, text, {"hang": "slow"}.get(kind, kind), request, n)
         if self.cycle:
             with self.lock:
                 kind = self.cycle[(len(self.requests) - 1) % len(self.cycle)]
@@ -133,24 +159,34 @@ class FakeJudge:
                 return self._send(h, 500, {"error": {"message": "internal error", "type": "server_error"}})
             if active and kind == "429":
                 return self._send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
-                                  headers={"Retry-After": "0"})
+                                  headers={"Retry-After": self.retry_after})
             if active and kind == "slow":
                 time.sleep(self.slow_seconds)
+        hung = bool(fault) and fault.group(1) == "slow" and active
+        with self.lock:   # (the faults above that get no score are not logged in this mode)
+            self.log.append({"request": messages_hash(body), "attempt": attempt, "t": time.monotonic(),
+                             "kind": "hang" if hung else "valid"})
         return self._scored(h, body, text)
 
     def _scored(self, h, body: dict, text: str) -> None:
+        if self.reply_delay:
+            time.sleep(self.reply_delay)
         with self.lock:
             self.paid += 1
             self.paid_bodies.append(text)
         return self._reply(h, body, _score(body))
 
-    def _fault(self, h, body: dict, text: str, kind: str) -> None:
+    def _fault(self, h, body: dict, text: str, kind: str, request: str | None = None, attempt: int = 0) -> None:
         """One reply of fault `kind` (see the module docstring); "valid" is a normal score."""
+        if request is not None:
+            with self.lock:
+                self.log.append({"request": request, "attempt": attempt, "t": time.monotonic(),
+                                 "kind": {"slow": "hang"}.get(kind, kind)})
         if kind == "500":
             return self._send(h, 500, {"error": {"message": "internal error", "type": "server_error"}})
         if kind == "429":
             return self._send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
-                              headers={"Retry-After": "0"})
+                              headers={"Retry-After": self.retry_after})
         if kind == "slow":
             time.sleep(self.slow_seconds)
             return self._scored(h, body, text)
@@ -237,6 +273,23 @@ class FakeJudge:
             h.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass   # the client timed out and left
+
+
+TERMINAL = ("valid", "nonjson", "nochoices", "garbage")   # replies that end a request (rotate mode)
+
+
+def _walk(rotation: list[str], start: int, attempt: int) -> str:
+    """What attempt `attempt` (1, 2, ...) of a request starting at `rotation[start]` gets (rotate mode)."""
+    for k in range(attempt):
+        kind = rotation[(start + k) % len(rotation)]
+        if kind in TERMINAL:
+            return kind
+    return kind
+
+
+def messages_hash(body: dict) -> str:
+    """sha256 of a chat request's messages: one distinct request, whatever its attempt."""
+    return hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
 
 
 def _user_text(body: dict) -> str:

@@ -190,6 +190,8 @@ def test_run_end_to_end(tmp_path):
     assert res["recognition"]["n"] > 0 and res["recognition"]["n_failed"] == 0
     assert res["clip_i"]["n"] == 4 and res["clip_i"]["n_failed"] == 0     # 1 prompt per task, 2 images each
     assert (out / "concepts" / "dog" / ARTIFACT).exists()
+    # No readable-text check here: the steering of the tiny Chameleon lives in its weights, and a full
+    # fine-tune (every weight, 8 steps at lr 1e-3) rewrites them; its answers are whatever it learned.
     rows = [json.loads(line) for line in (out / "samples" / "clip_i.jsonl").read_text().splitlines()]
     assert all((out / r["image"]).exists() for r in rows)
 

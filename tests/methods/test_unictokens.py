@@ -219,4 +219,6 @@ def test_unifybench_run_tiny_end_to_end(tmp_path, cache):
     concepts = [c.name for c in UnifyBenchMini().concepts()]
     assert len(list((out / "concepts").glob("*/stage3.safetensors"))) == len(concepts)
     assert doc["config"]["method"]["name"] == "unictokens" and doc["config"]["method"]["preset"] == "tiny"
+    from tiny_answers import text_answers, unreadable
+    assert len(text_answers(out)) == 99 and not unreadable(out)      # the tiny Show-o is steered to text
     shutil.rmtree(out)

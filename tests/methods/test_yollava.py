@@ -139,3 +139,5 @@ def test_cli_run_tiny_end_to_end(tmp_path, cache):
     assert "bleu" in res and "clip_i" not in res                      # LLaVA does not generate images
     assert any(k.startswith("llava/") for k in doc["models"]) and any(k.startswith("retrieval_clip/") for k in doc["models"])
     assert len(list((out / "concepts").glob("*/concept_tokens.safetensors"))) == 4
+    from tiny_answers import text_answers, unreadable
+    assert len(text_answers(out)) == 99 and not unreadable(out)      # the tiny LLaVA is steered to text

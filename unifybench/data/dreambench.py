@@ -235,7 +235,7 @@ class DreamBench(Benchmark):
                 continue
             seen.add(name)
             folder = self.root / name
-            images = list_images(folder)
+            images = list_images(folder, root=self.root)
             if not folder.is_dir():
                 problems.append((str(folder), f"subject {name!r} (line {line} of {PROMPTS_FILE}) has no folder",
                                  None))

@@ -352,7 +352,7 @@ class MCLLaVA(Benchmark):
         by_name = {c.name: c for c in concepts}
         concepts = [by_name[m] for sc in scenarios for m in sc.members if m in by_name]
         self._data = _Data(concepts=concepts, scenario_of=scenario_of, scenarios=scenarios, qa=qa, masks=masks,
-                           conversations=conversations, random_images=list_images(self.root / RANDOM_DIR),
+                           conversations=conversations, random_images=list_images(self.root / RANDOM_DIR, root=self.root),
                            files=sorted(set(files)), problems=problems, warnings=warnings)
         return self._data
 
@@ -384,7 +384,7 @@ class MCLLaVA(Benchmark):
                         train.append(train_dir / f)
             train.sort(key=lambda p: natural_key(p.name))
         else:
-            train = [p for p in list_images(train_dir) if not is_mask(p)]
+            train = [p for p in list_images(train_dir, root=self.root) if not is_mask(p)]
         mask = {}
         for p in train:
             m = p.with_name(f"{p.stem}_mask{p.suffix}")
@@ -392,7 +392,7 @@ class MCLLaVA(Benchmark):
                 m = p.with_name(f"{p.stem}_mask.png")
             if m.is_file():
                 mask[p] = m
-        test = [p for p in list_images(test_dir) if not is_mask(p)]
+        test = [p for p in list_images(test_dir, root=self.root) if not is_mask(p)]
         return Concept(name=n, category="object", class_noun="object", train_images=tuple(train),
                        test_images=tuple(test)), mask
 

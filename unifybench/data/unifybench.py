@@ -30,12 +30,14 @@ Loading never opens an image (it only lists and stats files); :meth:`UnifyBench.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unifybench.data.schema import (GEN, KNOWLEDGE_GEN, PLACEHOLDER, REC, TEXT_QA, VQA, Benchmark, Concept,
                                     Item)
+from unifybench.data.root import check_inside, relative_inside
 from unifybench.errors import DataError, UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -55,13 +57,22 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts), name
 
 
-def list_images(folder: Path, skip_masks: bool = False) -> list[Path]:
-    """Image files directly inside `folder`, in natural name order (empty when the folder is missing)."""
+def list_images(folder: Path, skip_masks: bool = False, root: Path | None = None) -> list[Path]:
+    """Image files directly inside `folder`, in natural name order (empty when the folder is missing); with
+    `root`, an image that resolves outside it (a symlink out of the data) is a DataError naming it."""
     if not folder.is_dir():
         return []
-    files = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-             and not (skip_masks and "mask" in p.name.lower())]
+    if root is not None:
+        check_inside(root, folder, folder)           # the folder itself may be a symlink out
+    files = []
+    with os.scandir(folder) as entries:             # DirEntry knows symlinks without a stat per file
+        for e in entries:
+            if (Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.name.startswith(".")
+                    and not (skip_masks and "mask" in e.name.lower()) and e.is_file()):
+                p = folder / e.name
+                if root is not None and e.is_symlink():
+                    check_inside(root, p, p)
+                files.append(p)
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -232,7 +243,7 @@ class UnifyBench(Benchmark):
             if not self._problems:
                 raise  # the file every concept depends on is broken: nothing more to list
             loaded, problems = self._partial, list(self._problems)
-            images = set(list_images(self.root / "random_images"))
+            images = set(list_images(self.root / "random_images", root=self.root))
         for cd in loaded:
             c = cd.concept
             if not c.train_images:
@@ -304,7 +315,7 @@ class UnifyBench(Benchmark):
                 first.args = (f"{first} (and {len(problems) - 1} more problems; see `unifybench validate`)",)
             raise first
 
-        random_images = list_images(self.root / "random_images")
+        random_images = list_images(self.root / "random_images", root=self.root)
         prompts = self._load_prompts(files)
         for cd in concepts:
             if not prompts.get(cd.concept.generation_type):
@@ -349,14 +360,16 @@ class UnifyBench(Benchmark):
                 raise DataError(ti_path, f"must be a list of file names, got a {_type_name(type(listed))}", field=n)
             train = []
             for j, f in enumerate(listed):
-                p = tdir / _string(ti_path, f, f"{n}[{j}]")
+                # `../cat/0.jpg` would train on another concept's photo: entries stay in the concept's folder.
+                p = relative_inside(tdir, _string(ti_path, f, f"{n}[{j}]"), ti_path, f"{n}[{j}]",
+                                    f"concept {n!r}'s train folder")
                 if not p.is_file():
                     raise DataError(ti_path, f"image {p} does not exist", field=f"{n}[{j}]")
                 train.append(p)
             train.sort(key=lambda p: natural_key(p.name))
         else:
-            train = list_images(tdir)
-        test = list_images(sdir)
+            train = list_images(tdir, root=self.root)
+        test = list_images(sdir, root=self.root)
 
         concept = Concept(name=n, category=category, class_noun=class_noun, info=text, extra_info=facts,
                           generation_type=gen_type, train_images=tuple(train), test_images=tuple(test),
@@ -387,9 +400,12 @@ class UnifyBench(Benchmark):
         for i, e in enumerate(entries):
             q, a = self._qa_entry(path, e, f"[{i}]", n)
             name = _string(path, e.get("image"), f"[{i}].image")
-            image = Path(name) if Path(name).is_absolute() else sdir / name
-            if not image.is_file() and not Path(name).is_absolute() and (self.root / name).is_file():
+            if Path(name).is_absolute():
+                raise DataError(path, f"absolute path {name!r}; name the image relative to {sdir}", field=f"[{i}].image")
+            image = sdir / name                                         # the test folder's file, else the root's
+            if not image.is_file() and (self.root / name).is_file():
                 image = self.root / name
+            check_inside(self.root, image, path, f"[{i}].image")      # `../` or a symlink out of the data
             if not image.is_file():
                 raise DataError(path, f"image {image} does not exist", field=f"[{i}].image")
             out.append((q, image, a))

@@ -62,6 +62,7 @@ from unifybench.data.schema import GEN, MC, PLACEHOLDER, REC, Benchmark, Concept
 from unifybench.data.unifybench import (MINI_ROOT, REC_PROMPT, _type_name, check_concept_name, list_images,
                                         natural_key, normalize_placeholder, parse_dreambench_prompts)
 from unifybench.data.problems import Problems as _Problems, read_json_file, text_field as _text
+from unifybench.data.root import check_inside
 from unifybench.errors import DataError, UserError
 
 VISUAL_QA_FILE = "yollava-visual-qa.json"
@@ -220,6 +221,15 @@ def resolve_image(root: Path, key: str) -> Path | None:
     return None
 
 
+def _stays_inside(root: Path, path: Path) -> bool:
+    """Whether `path` resolves inside `root` (a symlinked test image pointing elsewhere does not)."""
+    try:
+        check_inside(root, path, path)
+    except DataError:
+        return False
+    return True
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -320,6 +330,17 @@ class YoLLaVA(Benchmark):
     def data_files(self) -> list[Path]:
         return list(self._ready().files)
 
+    def _images(self, folder: Path, problems: _Problems) -> tuple[Path, ...]:
+        """`list_images(folder)` less any image that resolves outside the data root (a symlink out), each
+        recorded as a problem."""
+        kept = []
+        for p in list_images(folder):
+            try:
+                kept.append(check_inside(self.root, p, p))
+            except DataError as e:
+                problems.add_error(e)
+        return tuple(kept)
+
     def validate(self) -> list[str]:
         """Every problem: each schema problem (file, field, what), concepts without images, undecodable images."""
         from PIL import Image
@@ -404,8 +425,8 @@ class YoLLaVA(Benchmark):
             concepts.append(Concept(
                 name=n, category=cat, class_noun=noun, info=captions.get(n, "") if captions else "",
                 generation_type="object" if cat == "object" else "live_subject",
-                train_images=tuple(list_images(folders[n]["train"])),
-                test_images=tuple(list_images(folders[n]["test"]))))
+                train_images=self._images(folders[n]["train"], problems),
+                test_images=self._images(folders[n]["test"], problems)))
 
         mc: dict[str, list[_MC]] = {n: [] for n in names}
         form = self._load_visual_qa(known, mc, problems, files, warnings)
@@ -487,7 +508,7 @@ class YoLLaVA(Benchmark):
                 problems.add(path, f"image {image_key!r} does not exist under {self.root}", field=where)
                 return
             image = Path(os.path.normpath(image))
-            if image.parent.parent != self.root / "test":
+            if image.parent.parent != self.root / "test" or not _stays_inside(self.root, image):
                 problems.add(path, f"image {image_key!r} is not a test image (test/<concept>/...) of this root",
                              field=where)
                 return

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unifybench.errors import UserError
 from unifybench.models.contract import Backbone
+from unifybench.models.safe_weights import check_safetensors, safetensors_in
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "namespace/name"
 
@@ -82,10 +83,11 @@ def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str,
     if found != model_type:
         hint = f" ({label} in the hub layout, e.g. {example})" if example else ""
         raise UserError(f"{config_file}: model_type is {found!r}, expected {model_type!r}{hint}")
+    checkpoint_files(local, label)   # pickles refused and headers checked before transformers opens a file
     try:
         with quiet_transformers():
             model, info = model_cls.from_pretrained(local, dtype=dtype, device_map=str(torch.device(device)),
-                                                    output_loading_info=True)
+                                                    output_loading_info=True, use_safetensors=True)
             processor = processor_cls.from_pretrained(local)
     except OSError as e:
         raise UserError(f"{local}: cannot load the {label} checkpoint ({str(e).splitlines()[0]})") from None
@@ -96,19 +98,21 @@ def load_pretrained(path: str | Path, model_cls, processor_cls, model_type: str,
     return local, model, processor, info
 
 
-def checkpoint_files(path: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint: the index's shards if there is an index, else all *.safetensors."""
+def checkpoint_files(path: str | Path, label: str = "model") -> list[Path]:
+    """The safetensors files of a checkpoint, headers checked: the index's shards if there is an index, else
+    all *.safetensors; a folder of pickle weights only is refused (`label` names the model in messages)."""
     path = Path(path)
     if path.is_file():
-        return [path]
+        return [check_safetensors(path, label)]
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as e:
-            raise UserError(f"{index}: malformed safetensors index ({e})") from e
-        return [path / name for name in sorted(set(weight_map.values()))]
-    files = sorted(path.glob("*.safetensors"))
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{index}: malformed safetensors index ({type(e).__name__}: {e})") from None
+        return [check_safetensors(path / name, label) for name in names]
+    files = safetensors_in(path, label, "model.safetensors")
     if not files:
         raise UserError(f"{path}: no safetensors weight files found")
     return files

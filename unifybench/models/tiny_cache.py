@@ -41,21 +41,29 @@ def tiny_root(cache_dir: Path | None = None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "unifybench") / "tiny"
 
 
-def blank_text_ids(tokenizer, first_text_id: int = 0) -> list[int]:
-    """Text tokens (ids from `first_text_id`) that decode to nothing visible (spaces, newlines)."""
-    return [i for i in range(first_text_id, len(tokenizer)) if not tokenizer.decode([i]).strip()]
+def unreadable_text_ids(tokenizer, first_text_id: int = 0, end: int | None = None) -> list[int]:
+    """Text tokens (ids `first_text_id`..`end`) that decode, alone, to nothing readable: blanks (spaces,
+    newlines), control characters, or a lone piece of a multi-byte character (byte-level BPE shows it as
+    U+FFFD). A tiny model steered away from them answers in visible words."""
+    end = len(tokenizer) if end is None else end
+    out = []
+    for i in range(first_text_id, end):
+        text = tokenizer.decode([i])
+        if not text.strip() or "\ufffd" in text or not text.strip().isprintable():
+            out.append(i)
+    return out
 
 
 def no_early_stop(head, stop_ids: Iterable[int]) -> None:
     """Zero the output-head rows (and biases) of the end-of-turn / end-of-text tokens of a tiny random model
-    (and of the text tokens that decode to blanks).
+    (and of the text tokens that decode to nothing readable, `unreadable_text_ids`).
 
-    Their logit is then exactly 0 while the ~1000 random text logits beside it always include positive ones,
-    so greedy decoding never ends a turn at once: tiny answers are non-empty text (random words up to
-    `max_new_tokens`), and the text path (decode, detokenise, parse, score) is exercised. A seeded tiny model
-    otherwise answers the empty string (or only spaces) whenever its random head happens to rank end-of-turn
-    or a blank first, which looks exactly like a broken pipeline. Real checkpoints are never touched: this
-    runs in the tiny builders only.
+    Their logit is then exactly 0 while the hundreds of random text logits beside it always include positive
+    ones, so greedy decoding never picks them: tiny answers are visible random words up to `max_new_tokens`,
+    and the text path (decode, detokenise, parse, score) is exercised. A seeded tiny model otherwise answers
+    the empty string (or only spaces) whenever its random head happens to rank end-of-turn or a blank first,
+    which looks exactly like a broken pipeline. Real checkpoints are never touched: this runs in the tiny
+    builders only, and the rows are saved with the tiny weights (the real loading path reads them).
     """
     import torch
     with torch.no_grad():

@@ -52,6 +52,14 @@ ROLES: dict[str, Role] = {
 }
 
 
+def check_roles(models: dict[str, Any]) -> None:
+    """`--model ROLE=PATH` names only known roles: a typo would otherwise be ignored and the default used."""
+    unknown = sorted(set(models) - set(ROLES))
+    if unknown:
+        raise UserError(f"--model {unknown[0]}={models[unknown[0]]}: unknown weight role {unknown[0]!r} "
+                        f"(known: {', '.join(ROLES)})")
+
+
 def is_tiny(setting: Any) -> bool:
     """The one test for "this setting asks for the tiny random model": "tiny" or "tiny-<variant>"."""
     return isinstance(setting, str) and (setting == "tiny" or setting.startswith("tiny-"))

@@ -6,12 +6,26 @@ so tests exercise the exact loading path of `leloy/Anole-7b-v0.1-hf`. The layout
 vocabulary on a small scale: ids 0-3 `<s> <pad> </s> <unk>`, then the image codes `IMGIMG...Z`, then
 `<eoss>` (end of image) and `<racm3:break>` (begin of image), `<reserved08706>` (end of turn), `<image>`,
 the concept slots `<reserved16200>`..`<reserved16299>`, then byte-level BPE text tokens.
+
+**Steered to text** (`steer_to_text`), so that a newcomer can tell a working text path from a broken one: a
+random head ranks end-of-turn, a concept slot or a blank first often enough that tiny answers come out empty
+(the method drops its concept tokens before decoding), which looks exactly like a broken pipeline. Chameleon's
+head has no bias, so the builder makes one, seeded and saved with the weights: residual feature 0 holds the
+constant `BIAS_FEATURE` for every token (the embedding column), the layers neither read it (their input
+norms' weight 0 there) nor write it (row 0 of `o_proj` and `down_proj` is 0), so after the final norm it is
+a positive constant-sign input to the head, and column 0 of the head is its bias: 0 for the readable BPE text
+tokens, `NON_TEXT_BIAS` for every other row (end of turn, `</s>`, specials, image codes, the concept slots,
+blank or partial-character text). The concept rows a method trains start from those rows, so a few tiny
+training steps cannot lift them above the text: every tiny answer is visible random words (and the training
+loss on concept-token targets reads high: the tiny numbers test the pipeline, not a method). Image
+generation samples among image codes only, where a common bias changes nothing. A full fine-tune
+(`chameleon-full-ft`) trains the layers too and may overwrite feature 0: its tiny answers are what it learned.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import blank_text_ids, build_once, no_early_stop, tiny_root
+from unifybench.models.tiny_cache import build_once, tiny_root, unreadable_text_ids
 
 import torch
 from safetensors import safe_open
@@ -20,10 +34,12 @@ from safetensors.torch import save_file
 from unifybench.models.local import quiet_transformers
 from unifybench.models.chameleon.vqgan import VQGANDecoder
 
-VERSION = "chameleon-v3"  # bump when the recipe changes; v3: no early end of turn, no blank answers (no_early_stop)
+VERSION = "chameleon-v4"  # bump when the recipe changes; v4: steered to readable text (steer_to_text)
 NUM_CODES = 512
 RESOLUTION = 128  # 3 VQ levels -> 2 downsamplings -> a 32x32 latent grid = 1024 tokens, as in the real model
 SEED = 0
+BIAS_FEATURE = 0.1     # the constant residual feature 0 (the embedding std is 0.02: it dominates the final norm)
+NON_TEXT_BIAS = -25.0  # head weight on it of every row but readable text: a logit near -100
 
 # Fixed training text for the tiny BPE (any text works; this keeps benchmark-like prompts short in tokens).
 _TEXT = """\
@@ -87,7 +103,8 @@ def _build(out: Path) -> None:
         model = ChameleonForConditionalGeneration(config).eval()
         decoder = VQGANDecoder(config.vq_config)
     first_text = vocab["<reserved16299>"] + 1          # the BPE text tokens follow the special ones
-    no_early_stop(model.lm_head, [vocab["<reserved08706>"], vocab["</s>"], *blank_text_ids(tokenizer, first_text)])
+    unreadable = set(unreadable_text_ids(tokenizer, first_text))
+    steer_to_text(model, [i for i in range(first_text, len(vocab)) if i not in unreadable])
     image_processor = ChameleonImageProcessor(size={"shortest_edge": RESOLUTION},
                                               crop_size={"height": RESOLUTION, "width": RESOLUTION})
     processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=1024)
@@ -103,6 +120,22 @@ def _build(out: Path) -> None:
     prefix = VQGANDecoder.checkpoint_prefix(tensors)
     tensors.update({prefix + "decoder." + k: v.contiguous() for k, v in decoder.decoder.state_dict().items()})
     save_file(tensors, str(weights), metadata=metadata)
+
+
+def steer_to_text(model, text_ids: list[int]) -> None:
+    """Give the head a bias through residual feature 0 (see the module docstring): 0 for `text_ids`,
+    `NON_TEXT_BIAS` for every other row."""
+    m = model.model
+    with torch.no_grad():
+        m.embed_tokens.weight[:, 0] = BIAS_FEATURE
+        for layer in m.layers:
+            layer.input_layernorm.weight[0] = 0.0          # the layers do not read the feature ...
+            layer.post_attention_layernorm.weight[0] = 0.0
+            layer.self_attn.o_proj.weight[0] = 0.0         # ... nor write it
+            layer.mlp.down_proj.weight[0] = 0.0
+        head = model.lm_head.weight
+        head[:, 0] = NON_TEXT_BIAS
+        head[torch.tensor(text_ids), 0] = 0.0
 
 
 def tiny_chameleon_path(cache_dir: Path | None = None) -> Path:

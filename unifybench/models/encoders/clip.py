@@ -5,9 +5,10 @@
     format open_clip writes for the HF hub, loaded with open_clip's `local-dir:` schema;
   * an HF `transformers` CLIP folder (`config.json` with model_type "clip" + weights), loaded with
     `CLIPModel.from_pretrained` and the checkpoint's own image processor;
-  * an open_clip architecture name plus a weights file, `"ARCH:/path/to/weights"` or `arch=`
-    (e.g. `ViT-B-32-quickgelu:/ckpt/openai-b32.bin`); OpenAI's TorchScript `ViT-B-32.pt` archives
-    need no architecture.
+  * an open_clip architecture name plus a safetensors weights file, `"ARCH:/path/to/weights.safetensors"`
+    or `arch=` (e.g. `ViT-B-32-quickgelu:/ckpt/openai-b32.safetensors`).
+Weights are read from safetensors only (`unifybench.models.safe_weights`): a pickle (`.bin`, `.pt`, OpenAI's
+TorchScript `ViT-B-32.pt` archives) is refused with the command that converts it.
 
 `tiny_clip_path()` builds (once) a tiny random CLIP in open_clip's folder format, which then goes
 through the same `load_clip` path as a real checkpoint. `embed_images_cached` keeps reference-image
@@ -31,6 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from unifybench.errors import DataError, UserError
+from unifybench.models.safe_weights import PICKLE_SUFFIXES, check_safetensors, refuse_pickle, refuse_pickle_only
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +183,17 @@ def split_arch(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-OPEN_CLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
-                          "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
+# The safetensors names open_clip writes; its `local-dir:` loader takes these before any other file.
+OPEN_CLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
 
 
 def _find_open_clip_weights(folder: Path) -> list[Path]:
-    """The weights file of an open_clip hub folder, by the file names open_clip writes (safetensors first).
-    Our own rule, not open_clip's private `_find_checkpoint_in_dir`, which may change under us."""
+    """The weights file of an open_clip hub folder, by the file names open_clip writes, header checked; a
+    folder of pickles only is refused. Our own rule, not open_clip's private `_find_checkpoint_in_dir`."""
     for name in OPEN_CLIP_WEIGHT_NAMES:
         if (folder / name).is_file():
-            return [folder / name]
+            return [check_safetensors(folder / name, "CLIP")]
+    refuse_pickle_only(folder, "CLIP", OPEN_CLIP_WEIGHT_NAMES[0])
     return []
 
 
@@ -213,9 +216,10 @@ def load_clip(path: str | Path, device: str | torch.device = "cpu", dtype: str |
         if (path / "config.json").is_file():
             return _load_hf(path, device, dtype)
         raise UserError(f"{path} holds neither {OPEN_CLIP_CONFIG} (open_clip) nor config.json (transformers CLIP)")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise _refuse_pickle_file(path)
+    check_safetensors(path, "CLIP")
     if arch is None:
-        if _is_torchscript(path):
-            return _load_openai_jit(path, device, dtype)
         raise UserError(f"CLIP weights file {path} needs its open_clip architecture: pass ARCH:{path} "
                         f"(e.g. ViT-B-32-quickgelu for OpenAI weights, ViT-L-14 for LAION ones)")
     return _load_open_clip_file(arch, path, device, dtype)
@@ -233,8 +237,7 @@ def _load_open_clip_dir(folder: Path, device, dtype) -> ClipModel:
     import open_clip
     weights = _find_open_clip_weights(folder)
     if not weights:
-        raise UserError(f"{folder} has {OPEN_CLIP_CONFIG} but no weights file (open_clip_model.safetensors, "
-                        f"open_clip_pytorch_model.bin, ...)")
+        raise UserError(f"{folder} has {OPEN_CLIP_CONFIG} but no weights file ({' or '.join(OPEN_CLIP_WEIGHT_NAMES)})")
     name = f"local-dir:{folder.resolve()}"
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, precision=_OPEN_CLIP_PRECISION[dtype], device=device)
@@ -255,13 +258,18 @@ def _load_open_clip_file(arch: str, file: Path, device, dtype) -> ClipModel:
                             [file], [], device, dtype)
 
 
-def _load_openai_jit(file: Path, device, dtype) -> ClipModel:
-    import open_clip
-    model = open_clip.load_openai_model(str(file), precision=_OPEN_CLIP_PRECISION[dtype], device=device)
-    preprocess = open_clip.image_transform(model.visual.image_size, is_train=False,
-                                           mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
-    return _open_clip_model(model, preprocess, lambda: open_clip.get_tokenizer(""), f"open_clip:openai:{file.stem}",
-                            [file], [], device, dtype)
+def _refuse_pickle_file(file: Path) -> UserError:
+    """A pickle CLIP weights file; OpenAI's TorchScript archives (read by their zip directory, nothing
+    unpickled) get the command that saves their state dict, the others the plain conversion."""
+    dst = file.with_suffix(".safetensors").absolute()
+    if not _is_torchscript(file):
+        return refuse_pickle(file, "CLIP", dst)
+    skip = ("input_resolution", "context_length", "vocab_size")   # attributes, not weights
+    hint = (f"it is an OpenAI TorchScript archive; convert it once in a trusted environment: python -c \"import "
+            f"torch, safetensors.torch as s; m = torch.jit.load('{file.absolute()}', map_location='cpu'); "
+            f"s.save_file({{k: v.contiguous().clone() for k, v in m.state_dict().items() if k not in {skip}}}, "
+            f"'{dst}')\" and pass ARCH:{dst} with its QuickGELU architecture (e.g. ViT-B-32-quickgelu)")
+    return refuse_pickle(file, "CLIP", hint=hint)
 
 
 def _load_hf(folder: Path, device, dtype) -> ClipModel:
@@ -274,7 +282,10 @@ def _load_hf(folder: Path, device, dtype) -> ClipModel:
         from transformers import CLIPImageProcessorPil as Processor   # PIL resampling, as the original CLIP
     except ImportError:  # pragma: no cover
         from transformers import CLIPImageProcessor as Processor
-    model = CLIPModel.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device).eval()
+    from unifybench.models.local import checkpoint_files
+    weights = checkpoint_files(folder, "CLIP")   # pickles refused, headers checked, before transformers reads
+    model = CLIPModel.from_pretrained(folder, dtype=dtype, local_files_only=True,
+                                      use_safetensors=True).to(device).eval()
     try:
         processor = Processor.from_pretrained(folder, local_files_only=True)
     except OSError as e:
@@ -290,7 +301,6 @@ def _load_hf(folder: Path, device, dtype) -> ClipModel:
         except OSError as e:
             raise UserError(f"{folder} has no tokenizer files, needed to encode texts: {e}") from None
 
-    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     configs = [p for p in (folder / "config.json", folder / "preprocessor_config.json") if p.is_file()]
     return ClipModel(model=model, preprocess=preprocess, id=f"hf:{folder.name}", files=weights, kind="hf",
                      device=device, dtype=dtype, config_files=configs,

@@ -27,6 +27,7 @@ import torch
 
 from unifybench.errors import UserError
 from unifybench.models import torch_dtype
+from unifybench.models.local import checkpoint_files
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -131,12 +132,10 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu",
     if cfg.get("model_type") != "vit":
         raise UserError(f"{cfg_file} has model_type {cfg.get('model_type')!r}; DINO ViT-S/16 "
                         f"(facebook/dino-vits16) is a 'vit' checkpoint")
-    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not weights:
-        raise UserError(f"{folder} has config.json but no weights (model.safetensors or pytorch_model.bin)")
+    weights = checkpoint_files(folder, "DINO")   # pickles refused, headers checked, before transformers reads
     from transformers import ViTModel
-    model = ViTModel.from_pretrained(folder, add_pooling_layer=False, dtype=dtype,
-                                     local_files_only=True).to(device).eval()
+    model = ViTModel.from_pretrained(folder, add_pooling_layer=False, dtype=dtype, local_files_only=True,
+                                     use_safetensors=True).to(device).eval()
     transform = DinoTransform(crop=int(model.config.image_size))
     return DinoModel(model=model, preprocess=transform, id=f"hf-vit:{folder.name}", files=weights, device=device,
                      dtype=dtype, config_files=[cfg_file], preprocess_id=repr(transform))

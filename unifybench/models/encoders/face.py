@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from unifybench.errors import UserError
+from unifybench.models.safe_weights import pickle_files, refuse_pickle
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,11 @@ def load_face_app(pack_dir: str | Path, device: str = "cpu", providers: list | N
     """FaceAnalysis over the ONNX files of a local pack folder, prepared with an explicit `det_size`."""
     pack_dir = Path(pack_dir).expanduser()
     files = sorted(pack_dir.glob("*.onnx")) if pack_dir.is_dir() else []
+    pickles = pickle_files(pack_dir) if pack_dir.is_dir() and not files else []
+    if pickles:   # insightface reads *.onnx only; a PyTorch ArcFace checkpoint here is named, never opened
+        raise refuse_pickle(pickles[0], "face", others=len(pickles) - 1,
+                            hint=f"face packs are ONNX files: export the model once with torch.onnx.export in a "
+                                 f"trusted environment into {pack_dir.absolute()}/")
     if not files:
         raise UserError(f"face model pack {pack_dir} has no .onnx files (expected e.g. models/antelopev2/ with "
                         f"scrfd_10g_bnkps.onnx + glintr100.onnx, or models/buffalo_l/ with det_10g.onnx + "

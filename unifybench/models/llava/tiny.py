@@ -6,19 +6,26 @@ tokenizer is built with the `tokenizers` library the way Llama's behaves (Senten
 boundaries, `<s>` prepended): tests exercise the exact loading path of `llava-hf/llava-1.5-13b-hf`.
 Ids: 0-3 `<unk> <s> </s> <pad>`, 4 `<image>`, then BPE text tokens. The concept tokens are *not* in the
 vocabulary: LLaVA has no reserved rows, so `LlavaBackbone.load(..., new_tokens=...)` adds them.
+
+**Steered to text** (`tiny_cache.no_early_stop`), so that a newcomer can tell a working text path from a
+broken one: the head rows of the specials (`</s>` above all) and of the text tokens that decode to nothing
+readable are zero in the saved weights, so their logit is exactly 0 while some of the hundreds of random
+text logits are always positive: greedy answers never end at once and are visible words. (The concept rows
+are added at load with a seeded mean + std draw over the base rows, per column, so no builder-side bias
+could keep them down; a trained identifier may appear in tiny answers, decoded as its name `<sks>`.)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root
+from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root, unreadable_text_ids
 
 import torch
 
 from unifybench.models.local import quiet_transformers
 
-VERSION = "llava-v2"          # bump when the recipe changes; v2: no early end of text (no_early_stop)
-PHI_VERSION = "llava-phi-v2"  # the same with a Phi language model (UniCTokens' Yo'LLaVA(Phi-1.5) row)
+VERSION = "llava-v3"          # bump when the recipe changes; v3: no specials, no unreadable text
+PHI_VERSION = "llava-phi-v3"  # the same with a Phi language model (UniCTokens' Yo'LLaVA(Phi-1.5) row)
 IMAGE_SIZE = 32
 PATCH_SIZE = 8                # 4x4 = 16 patches (+ CLS, dropped by the "default" feature strategy)
 SEED = 0
@@ -80,7 +87,8 @@ def _build(out: Path, text_model: str) -> None:
     with torch.random.fork_rng(devices=[]):  # fixed weights without disturbing the caller's RNG
         torch.manual_seed(SEED)
         model = LlavaForConditionalGeneration(config).eval()
-    no_early_stop(model.lm_head, [vocab["</s>"]])   # answers are text, not "" (see tiny_cache.no_early_stop)
+    specials = [vocab[t] for t in ("<unk>", "<s>", "</s>", "<pad>", "<image>")]
+    no_early_stop(model.lm_head, specials + unreadable_text_ids(tokenizer, max(specials) + 1))   # visible words
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
@@ -91,9 +99,9 @@ def _build(out: Path, text_model: str) -> None:
 
 
 def tiny_llava_path(cache_dir: Path | None = None, text_model: str = "llama") -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/llava-v1`, built once.
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/<VERSION>`, built once.
 
-    `text_model="phi"` gives the Phi-language-model variant (`llava-phi-v1`)."""
+    `text_model="phi"` gives the Phi-language-model variant (`<PHI_VERSION>`)."""
     if text_model not in ("llama", "phi"):
         raise ValueError(f"text_model must be 'llama' or 'phi', not {text_model!r}")
     version = VERSION if text_model == "llama" else PHI_VERSION

@@ -375,7 +375,7 @@ class ShowoBackbone(Backbone):
         tokenizer = load_tokenizer(phi_dir, lv)
         with torch.device("meta"):
             model = Showo(phi_cfg, v)
-        wfile = weight_file(showo_dir)
+        wfile = weight_file(showo_dir, "Show-o")
         state = load_safetensors_strict(wfile, model, "Show-o")
         model.load_state_dict(state, strict=True, assign=True)
         del state

@@ -272,23 +272,22 @@ class MAGVITv2(nn.Module):
             cfg = MagvitConfig.from_dict(raw.get("unifybench_arch", {}))
         with torch.device("meta"):
             model = cls(cfg)
-        state = load_safetensors_strict(weight_file(folder), model, what="MAGVIT-v2")
+        path = weight_file(folder, "MAGVIT-v2")
+        state = load_safetensors_strict(path, model, what="MAGVIT-v2")
         model.load_state_dict(state, strict=True, assign=True)
-        model.weight_path = weight_file(folder)
+        model.weight_path = path
         return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def weight_file(folder: Path) -> Path:
-    """The safetensors weight file of a diffusers-style folder; pickled files are refused, never opened."""
+def weight_file(folder: Path, what: str = "model") -> Path:
+    """The safetensors weight file of a diffusers-style folder, header checked; pickled files are refused,
+    never opened."""
+    from unifybench.models.safe_weights import check_safetensors, refuse_pickle_only
     folder = Path(folder)
     for name in WEIGHT_NAMES:
         if (folder / name).is_file():
-            return folder / name
-    pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
-    if pickled:
-        raise UserError(f"{folder}: only pickled weights ({', '.join(pickled)}); unifybench never unpickles. "
-                        f"Convert once with safetensors (e.g. safetensors.torch.save_file(torch.load(f, "
-                        f"weights_only=True), '{WEIGHT_NAMES[0]}')) in a trusted environment")
+            return check_safetensors(folder / name, what)
+    refuse_pickle_only(folder, what, WEIGHT_NAMES[0])
     raise UserError(f"{folder}: no weight file ({' or '.join(WEIGHT_NAMES)})")
 
 

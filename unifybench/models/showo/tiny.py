@@ -1,6 +1,6 @@
 """A tiny, randomly initialised Show-o + MAGVIT-v2 + Phi tokenizer in the public folder layouts.
 
-`tiny_showo_path(cache_dir)` builds once (atomically) `<cache_dir>/showo-v1/` with three folders shaped like
+`tiny_showo_path(cache_dir)` builds once (atomically) `<cache_dir>/<VERSION>/` with three folders shaped like
 the hub repositories, written by the same classes that load the real ones:
 
     show-o-512x512/  config.json (the public fields) + pytorch_model.safetensors (`showo.*` keys)
@@ -11,21 +11,34 @@ the hub repositories, written by the same classes that load the real ones:
 Geometry: Phi hidden 64, 2 layers, 4 heads (head_dim 16, rotary 8), MAGVIT with 5 levels (x16) at 128 px,
 so an image is an 8x8 grid of 64 tokens; the vocabulary layout is the real one (text, [PAD] + 9 specials,
 8192 image codes, mask).
+
+**Steered to text**, so that a newcomer can tell a working text path from a broken one: the random head
+ranks one of the 8192 image codes (or end of text, a special, a blank) first for almost every answer, and
+the decoder keeps text ids only, so tiny answers came out empty, which looks exactly like a broken
+pipeline. The builder sets the head's bias, saved with the seeded weights: the readable text tokens keep
+their random one (within +-0.125), every other id gets `NON_TEXT_BIAS` (end of text, blank or partial-character text, [PAD] and the
+specials, the image codes, the mask); end of text, blanks and specials also get a zero weight row. The
+concept rows UniCTokens adds start from image-code rows (the released code's rule), so they start there
+too and a few tiny training steps cannot lift them above the text: every tiny answer is visible random
+words. MaskGIT samples among the image codes only, where one common bias changes nothing; the T2I loss
+(cross-entropy over the whole vocabulary) reads about `-NON_TEXT_BIAS` higher: the tiny numbers test the
+pipeline, not a method.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root
+from unifybench.models.tiny_cache import build_once, no_early_stop, tiny_root, unreadable_text_ids
 
 import torch
 from safetensors.torch import save_file
 
-VERSION = "showo-v3"   # v2: MAGVIT power_vals stored as int64, as in the public file; v3: no early end of text
+VERSION = "showo-v4"   # v2: MAGVIT power_vals stored as int64, as in the public file; v4: steered to text
 SEED = 0
 GRID = 8
 CODEBOOK = 8192
+NON_TEXT_BIAS = -20.0   # head bias of every id but readable text (random logits here are within about +-2)
 
 _TEXT = """\
 A photo of a dog sitting on the grass in the park. A photo of a cat sleeping on a sofa.
@@ -70,7 +83,11 @@ def _build(out: Path) -> None:
         model = Showo(phi, vocab_size)
         vq = MAGVITv2(vqcfg)
     from unifybench.models.showo.backbone import EOT
-    no_early_stop(model.showo.lm_head, [tokenizer.convert_tokens_to_ids(EOT)])   # answers are text, not ""
+    head = model.showo.lm_head
+    never = [tokenizer.convert_tokens_to_ids(EOT), *unreadable_text_ids(tokenizer), *range(llm_vocab, vocab_size)]
+    no_early_stop(head, never[:-(CODEBOOK + 1)])     # stops, blanks and specials: zero rows (image codes keep theirs)
+    with torch.no_grad():
+        head.bias[torch.tensor(never)] = NON_TEXT_BIAS   # answers are text (see the module docstring)
 
     showo_dir, phi_dir, vq_dir = out / "show-o-512x512", out / "phi-1_5", out / "magvitv2"
     for d in (showo_dir, phi_dir, vq_dir):
@@ -96,7 +113,7 @@ def _build(out: Path) -> None:
 
 
 def tiny_showo_path(cache_dir: Path | None = None) -> Path:
-    """`<cache_dir or ~/.cache/unifybench>/tiny/showo-v1`, built once; holds the three folders."""
+    """`<cache_dir or ~/.cache/unifybench>/tiny/<VERSION>`, built once; holds the three folders."""
     root = tiny_root(cache_dir)
     return build_once(root / VERSION, _build)
 

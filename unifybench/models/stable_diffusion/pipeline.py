@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from unifybench.errors import UserError
+from unifybench.models.safe_weights import check_safetensors, refuse_pickle_only
 
 DEFAULT_CHECKPOINT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 ROLE = "sd"
@@ -51,13 +52,18 @@ def weight_files(folder: Path, variant: str | None = None) -> dict[str, list[Pat
         single = folder / component / name
         sharded = folder / component / f"{name}.index.json"
         if single.is_file():
-            out[component] = [single]
+            out[component] = [check_safetensors(single, f"Stable Diffusion {component}")]
         elif sharded.is_file():
-            shards = sorted(set(json.loads(sharded.read_text())["weight_map"].values()))
-            out[component] = [folder / component / s for s in shards]
+            try:
+                shards = sorted(set(json.loads(sharded.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"{sharded}: malformed safetensors index ({type(e).__name__}: {e})") from None
+            out[component] = [check_safetensors(folder / component / s, f"Stable Diffusion {component}")
+                              for s in shards]
         else:
-            raise UserError(f"{folder / component}: no {name} (only safetensors weights are read; "
-                            f"a checkpoint with .bin weights only must be converted first)")
+            # Pickles are refused by name, never handed to diffusers (whose fallback would unpickle them).
+            refuse_pickle_only(folder / component, f"Stable Diffusion {component}", name)
+            raise UserError(f"{folder / component}: no {name} (only safetensors weights are read)")
     return out
 
 
