@@ -29,6 +29,7 @@ RUN_EXAMPLES = """examples:
   unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --model clip=/ckpt/ViT-L-14 \\
       --benchmark unifybench --data-root /data/unifybench --limit 5   # a quick partial run on real weights
   unifybench run --config examples/yochameleon_paper.yaml --seed 1
+  unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --check   # the plan; trains nothing
   unifybench ls presets yochameleon ; unifybench ls settings yochameleon
 """
 EVAL_EXAMPLES = """examples:
@@ -106,6 +107,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse finished concepts in --output-dir")
+    p.add_argument("--check", "--dry-run", action="store_true", dest="check",
+                   help="only locate every weight, data folder and service the run needs and print the plan "
+                        "(stages, evaluators, weights, output folder, what resume reuses); nothing is trained "
+                        "or written; exit 0 when all is present, 2 otherwise")
     p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
                    help="also log training losses to TensorBoard or Weights & Biases (offline); "
                         "concepts/<c>/train_log.jsonl is always written")
@@ -152,6 +157,11 @@ def cmd_run(args) -> int:
     from unifybench.options import build_spec
     from unifybench.runner import run
     spec = build_spec("run", options_from_args("run", args))
+    if args.check:
+        from unifybench.preflight import prepare
+        plan = prepare(spec)
+        sys.stdout.write(plan.text() + "\n")
+        return 0 if plan.ready else 2
     doc = run(spec)
     if doc:  # other ranks of a torchrun launch return nothing; rank 0 reports
         _print_summary(doc, spec.output_dir)
