@@ -33,6 +33,9 @@ class _Api:
         return ApiRunner(self.ctx, self.config.base_url, self.config.api_model,
                          max_tokens=max(self.config.max_new_tokens, self.config.summary_max_new_tokens))
 
+    def runner_needs(self) -> list:
+        return ApiRunner.needs(self.ctx, self.config.base_url, f"method {self.name}")
+
 
 class Gpt4oTextPrompt(_Api, TextPromptBaseline):
     name = "gpt4o-tp"

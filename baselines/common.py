@@ -38,6 +38,14 @@ class LocalRunner:
     """What the runners of local models share: `self.backbone` (its weight files, its tokenizer for the
     description's token budget)."""
 
+    kind = ""   # the --model role of its backbone
+
+    @classmethod
+    def needs(cls, ctx, setting: str, who: str) -> list:
+        """The weights `__init__` will load for `setting` (`unifybench.needs`), located, not loaded."""
+        from unifybench import needs
+        return [needs.weights(cls.kind, setting, ctx, who)]
+
     def files(self) -> list[Path]:
         return self.backbone.weight_files()
 
@@ -95,6 +103,13 @@ class ShowoRunner(LocalRunner):
     images, so there is no Show-o image-prompt baseline (UniCTokens section 4.1)."""
 
     kind = "showo"
+
+    @classmethod
+    def needs(cls, ctx, setting: str, who: str) -> list:
+        from unifybench import needs
+        from unifybench.models.showo.backbone import DEFAULT_LLM, DEFAULT_VQ
+        from unifybench.models.weights import showo_settings
+        return [needs.weights(role, s, ctx, who) for role, s in showo_settings(setting, DEFAULT_LLM, DEFAULT_VQ)]
 
     def __init__(self, ctx, setting: str):
         from unifybench.models.showo.backbone import DEFAULT_LLM, DEFAULT_VQ, ShowoBackbone
@@ -180,17 +195,37 @@ class ApiRunner:
     SYSTEM = "You are a helpful assistant. Answer the user's question about the subject they describe or show."
 
     def __init__(self, ctx, base_url: str | None, model: str, max_tokens: int = 300):
+        from unifybench.judge import JudgeClient
+        base_url = self.server(base_url)
+        self.model = model
+        self.client = JudgeClient(base_url, model, seed=ctx.seed, cache_dir=Path(ctx.cache_dir) / "api",
+                                  api_key_env=API_KEY_ENV, max_tokens=max_tokens)
+
+    @staticmethod
+    def server(base_url: str | None) -> str:
+        """`--set base_url=`, else $UNIFYBENCH_API_BASE_URL; a one-line error naming both otherwise."""
         import os
 
         from unifybench.errors import UserError
-        from unifybench.judge import JudgeClient
         base_url = base_url or os.environ.get(API_BASE_URL_ENV)
         if not base_url:
             raise UserError(f"this baseline needs an OpenAI-compatible server: --set base_url=URL "
                             f"(or ${API_BASE_URL_ENV}); the key is read from ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]}")
-        self.model = model
-        self.client = JudgeClient(base_url, model, seed=ctx.seed, cache_dir=Path(ctx.cache_dir) / "api",
-                                  api_key_env=API_KEY_ENV, max_tokens=max_tokens)
+        return base_url
+
+    @classmethod
+    def needs(cls, ctx, base_url: str | None, who: str) -> list:
+        """The server `__init__` will call, as a declared need (`unifybench.needs`); nothing is called."""
+        import os
+
+        from unifybench import needs
+        from unifybench.judge import public_url
+
+        def locate() -> str:
+            url = public_url(cls.server(base_url))
+            key = next((name for name in API_KEY_ENV if os.environ.get(name)), None)
+            return f"{url}, key from ${key}" if key else f"{url}, no key set (${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})"
+        return [needs.service(who, locate)]
 
     def files(self) -> list[Path]:
         return []

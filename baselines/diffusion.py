@@ -200,6 +200,10 @@ class StableDiffusionBaseline(Method):
             module.requires_grad_(False)   # the base model is frozen; trained parts are fresh copies
         self._active: tuple[str, object] | None = None
 
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        return [needs.weights("sd", self.config.checkpoint or DEFAULT_CHECKPOINT, self.ctx, f"method {self.name}")]
+
     def model_files(self) -> dict[str, Path]:
         return self.sd.model_files()
 

@@ -89,6 +89,12 @@ class RapLlava(Method):
         if cfg.retrieval == "image":   # loaded now, so its weights are hashed into results.json
             self._retrieval_clip()
 
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        from unifybench.retrieval import retrieval_clip_need
+        out = [needs.weights("llava", self.config.backbone, self.ctx, f"method {self.name}")]
+        return out + ([retrieval_clip_need(*self._clip_args())] if self.config.retrieval == "image" else [])
+
     def model_files(self) -> dict[str, Path]:
         files = {f"llava/{p.name}": p for p in self.backbone.weight_files()}
         if self._clip is not None:
@@ -111,12 +117,15 @@ class RapLlava(Method):
         self.database = [Entry.from_json(d) for d in json.loads(Path(path).read_text())]
 
     # --- retrieval ---
+    def _clip_args(self) -> tuple:
+        from unifybench.models.weights import is_tiny
+        tiny = self.ctx.tiny or is_tiny(self.config.backbone)
+        return self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image"
+
     def _retrieval_clip(self):
         if self._clip is None:
             from unifybench.retrieval import retrieval_clip
-            from unifybench.models.weights import is_tiny
-            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
-            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "rap-llava", "retrieve by image")
+            self._clip = retrieval_clip(*self._clip_args())
         return self._clip
 
     def retrieve(self, question: str, image: Path | None) -> list[Entry]:

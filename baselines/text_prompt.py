@@ -90,6 +90,13 @@ class PromptBaseline(Method):
     def make_runner(self):
         return self.runner_cls(self.ctx, self.config.backbone)
 
+    def needs(self, concepts) -> list:
+        return self.runner_needs()
+
+    def runner_needs(self) -> list:
+        """What `make_runner` will load or call."""
+        return self.runner_cls.needs(self.ctx, self.config.backbone, f"method {self.name}")
+
     @property
     def backbone(self):
         """The answering model's backbone, untouched (the forgetting stage's base model); API models have none."""
@@ -162,22 +169,41 @@ class TextPromptBaseline(PromptBaseline):
             raise UserError(f"{self.name}: source must be caption, info or none, not {cfg.source!r}")
         self._captioner = self.make_captioner() if cfg.source == "caption" else None
 
-    def make_captioner(self):
+    def _captioner_choice(self) -> tuple[type | None, str | None]:
+        """(runner class, its checkpoint setting) of the captioner; (None, None) for "self"; the API runner's
+        setting is the server."""
         cfg = self.config
         choice = cfg.captioner
         default = "tiny" if self.ctx.tiny or cfg.backbone == "tiny" else ""
         if choice == "self":
-            return self.runner
+            return None, None
         if choice == "chameleon":
-            return ChameleonRunner(self.ctx, cfg.captioner_backbone or default or "leloy/Anole-7b-v0.1-hf")
+            return ChameleonRunner, cfg.captioner_backbone or default or "leloy/Anole-7b-v0.1-hf"
         if choice == "llava":
-            return LlavaRunner(self.ctx, cfg.captioner_backbone or default or "13b")
+            return LlavaRunner, cfg.captioner_backbone or default or "13b"
         if choice == "qwen":
-            return QwenVLRunner(self.ctx, cfg.captioner_backbone or default or QWEN_VL)
+            return QwenVLRunner, cfg.captioner_backbone or default or QWEN_VL
         if choice == "api":
             from unifybench.baselines.common import ApiRunner
-            return ApiRunner(self.ctx, cfg.base_url, cfg.api_model)
+            return ApiRunner, cfg.base_url
         raise UserError(f"{self.name}: unknown captioner {choice!r} (known: self, chameleon, llava, qwen, api)")
+
+    def make_captioner(self):
+        cls, setting = self._captioner_choice()
+        if cls is None:
+            return self.runner
+        from unifybench.baselines.common import ApiRunner
+        if cls is ApiRunner:
+            return ApiRunner(self.ctx, setting, self.config.api_model)
+        return cls(self.ctx, setting)
+
+    def needs(self, concepts) -> list:
+        out = super().needs(concepts)
+        if self.config.source == "caption":
+            cls, setting = self._captioner_choice()
+            if cls is not None:
+                out += cls.needs(self.ctx, setting, f"method {self.name} (captioner)")
+        return out
 
     def _captioner_id(self) -> str:
         cap = self._captioner

@@ -88,8 +88,13 @@ class Evaluator:
         return {}
 
     def check(self, ctx: EvalContext) -> None:
-        """Called before any work starts for an evaluator that `needs_service`: raise a one-line
-        `UserError` when the service cannot be used (e.g. no judge server given)."""
+        """For an evaluator that `needs_service`: raise a one-line `UserError` when the service cannot be
+        used (e.g. no judge server given); a judge evaluator's `needs` calls it before any work starts."""
+
+    def needs(self, ctx: EvalContext, concepts: list[Concept] | None) -> list:
+        """Every weight, data folder and service scoring will load or call (`unifybench.needs.Need`s), checked
+        before any work starts; `concepts`: the run's, or None when unknown. Default: nothing."""
+        return []
 
     def for_tiny_run(self) -> None:
         """Adjust to the tiny preset before the run is checked (default: nothing; the forgetting evaluators
@@ -131,6 +136,12 @@ def resolve_weights(param: str | None, ctx: EvalContext, role: str, missing: str
     `backbone` param ("tiny", a folder, a cached hub id), else the tiny model in tiny runs; else `missing`."""
     from unifybench.models.weights import resolve
     return resolve(role, param, ctx, missing=missing)
+
+
+def weights_need(param: str | None, ctx: EvalContext, role: str, missing: str, who: str):
+    """`resolve_weights`'s checkpoint as a declared need (the same resolver, nothing loaded)."""
+    from unifybench import needs
+    return needs.weights(role, param, ctx, f"evaluator {who}", missing=missing)
 
 
 def aggregate(scores_by_concept: dict[str, list[SampleScore]], evaluator: Evaluator) -> dict[str, Any]:

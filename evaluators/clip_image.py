@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
 from unifybench.errors import UserError
-from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights, weights_need
 from unifybench.evaluators.image_similarity import check_common_params, clamped_concept_value, score_against_references
 
 if TYPE_CHECKING:
@@ -42,12 +42,15 @@ PREPROCESS = ("checkpoint", "unictokens_legacy")
 LEGACY_SIDE = 512   # UniCTokens eval/clip_eval.py: short side 512, centre crop 512, before CLIP's own transform
 
 
+def _missing_clip(evaluator: str) -> str:
+    return (f"{evaluator} needs a local CLIP checkpoint: pass --model clip=PATH (an open_clip folder "
+            f"with open_clip_config.json, an HF CLIP folder, or ARCH:/path/to/weights, e.g. "
+            f"ViT-B-32-quickgelu:/ckpt/openai.bin), or run the tiny preset; nothing is downloaded")
+
+
 def resolve_backbone(backbone: str | None, ctx: EvalContext, evaluator: str) -> Path | str:
     """The CLIP checkpoint an evaluator uses: its param, the run's `clip` model, or the tiny one."""
-    return resolve_weights(backbone, ctx, "clip",
-                           f"{evaluator} needs a local CLIP checkpoint: pass --model clip=PATH (an open_clip folder "
-                           f"with open_clip_config.json, an HF CLIP folder, or ARCH:/path/to/weights, e.g. "
-                           f"ViT-B-32-quickgelu:/ckpt/openai.bin), or run the tiny preset; nothing is downloaded")
+    return resolve_weights(backbone, ctx, "clip", _missing_clip(evaluator))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -134,6 +137,9 @@ class _ClipEvaluator(Evaluator):
             raise UserError(f"{self.name}: unknown preprocess {self.params['preprocess']!r} (known: {', '.join(PREPROCESS)})")
         self._clip = None
         self._cache_dir: Path | None = None
+
+    def needs(self, ctx: EvalContext, concepts) -> list:
+        return [weights_need(self.params["backbone"], ctx, "clip", _missing_clip(self.name), self.name)]
 
     def model(self, ctx: EvalContext):
         from unifybench.models.encoders.clip import get_clip

@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from unifybench.data.schema import GEN, KNOWLEDGE_GEN, Concept, Item, Prediction
-from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights
+from unifybench.evaluators.base import EvalContext, Evaluator, SampleScore, resolve_weights, weights_need
 from unifybench.evaluators.image_similarity import check_common_params, clamped_concept_value, score_against_references
+
+
+MISSING = ("dino needs a local DINO ViT-S/16 checkpoint: pass --model dino=PATH (a transformers folder in the "
+           "facebook/dino-vits16 layout: config.json + model.safetensors), or run the tiny preset; nothing is "
+           "downloaded")
 
 
 def resolve_dino(backbone: str | None, ctx: EvalContext) -> Path | str:
     """The DINO checkpoint: the `backbone` param, the run's `dino` model, or the tiny one in tiny runs."""
-    return resolve_weights(backbone, ctx, "dino",
-                           "dino needs a local DINO ViT-S/16 checkpoint: pass --model dino=PATH (a transformers "
-                           "folder in the facebook/dino-vits16 layout: config.json + model.safetensors), or run the "
-                           "tiny preset; nothing is downloaded")
+    return resolve_weights(backbone, ctx, "dino", MISSING)
 
 
 class Dino(Evaluator):
@@ -55,6 +57,9 @@ class Dino(Evaluator):
         check_common_params(self.name, self.params)
         self._dino = None
         self._cache_dir: Path | None = None
+
+    def needs(self, ctx: EvalContext, concepts) -> list:
+        return [weights_need(self.params["backbone"], ctx, "dino", MISSING, self.name)]
 
     def model(self, ctx: EvalContext):
         from unifybench.models.encoders.dino import get_dino

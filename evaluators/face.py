@@ -154,14 +154,30 @@ class FaceSimilarity(Evaluator):
         self._skipped: set[str] = set()
 
     # --- model ------------------------------------------------------------------------------------------
-    def resolve_pack(self, ctx: EvalContext) -> tuple[Path, str]:
-        """(pack folder, label recorded in results)."""
+    def needs(self, ctx: EvalContext, concepts) -> list:
+        cats = self.params["categories"]
+        if concepts is not None and cats is not None and not any(c.category in cats for c in concepts):
+            return []   # no concept it scores: nothing is loaded
+        from unifybench import needs
+
+        def locate() -> str:
+            folder, label = self.resolve_pack(ctx, build=False)
+            return str(folder) if folder is not None else label
+        return [needs.Need("weights", f"evaluator {self.name}: face weights", locate, "face")]
+
+    def resolve_pack(self, ctx: EvalContext, build: bool = True) -> tuple[Path | None, str]:
+        """(pack folder, label recorded in results); `build=False` (the run's preflight) builds no tiny pack
+        and gives (None, a description) for it."""
         from unifybench.models.weights import override, tiny_folder
         explicit = override(ctx, "face")          # --model face= wins over every preset, "tiny" included
         pack, root = self.params["pack"], explicit or self.params["root"]
         if explicit and pack == "tiny":
             pack = "antelopev2"
         if not explicit and (pack == "tiny" or (not root and ctx.tiny and not self._is_path(pack))):
+            if not build:
+                from unifybench.models.weights import TINY_PLACE
+                from unifybench.models.tiny_cache import tiny_root
+                return None, TINY_PLACE.format(setting="tiny", root=tiny_root(ctx.cache_dir))
             return tiny_folder("face", ctx.cache_dir), "tiny"
         if self._is_path(pack):
             return Path(pack).expanduser(), str(pack)

@@ -126,6 +126,20 @@ class JudgeEvaluator(Evaluator):
                             f"the judge server)")
         return True
 
+    def needs(self, ctx: EvalContext, concepts) -> list:
+        from unifybench import needs
+        from unifybench.judge import API_KEY_ENV, public_url
+
+        def locate() -> str:
+            if not self.check(ctx):
+                return "switched off (--judge none)"
+            import os
+            key = next((name for name in API_KEY_ENV if os.environ.get(name)), None)
+            where = f"judge {ctx.judge_model} at {public_url(ctx.judge_base_url)}"
+            return (f"{where}, key from ${key}" if key else f"{where}, no key set "
+                    f"(${' or $'.join(API_KEY_ENV)}; fine for a local server)")
+        return [needs.service(f"evaluator {self.name}", locate)]
+
     def client(self, ctx: EvalContext):
         if self._client is None:
             from unifybench.judge import JudgeClient

@@ -72,6 +72,13 @@ class Method:
         cfg = dataclasses.asdict(self.config) if self.config is not None else {}
         return {"name": self.name, "preset": self.preset, "config": cfg}
 
+    def needs(self, concepts: list[Concept] | None) -> list:
+        """Every weight and service `setup`, `fit` and `predict` will load or call (`unifybench.needs.Need`s,
+        made with the same settings `setup` passes to the weights resolver), so that the run checks them all
+        before the first fit and `run --check` can list them. `concepts`: the run's, or None when unknown.
+        Default: nothing."""
+        return []
+
     # --- the life cycle the runner drives ---
     def setup(self) -> None:
         """Load backbones (once per run)."""

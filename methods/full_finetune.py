@@ -88,6 +88,10 @@ class ChameleonFullFinetune(ChameleonPrompting, Method):
         self.lm_params = {n: p for n, p in model.named_parameters() if id(p) not in tokenizer}
         self._base = {n: p.detach().to("cpu", copy=True) for n, p in self.lm_params.items()}
 
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        return [needs.weights("chameleon", self.config.backbone, self.ctx, f"method {self.name}")]
+
     def model_files(self) -> dict[str, Path]:
         return {f"chameleon/{p.name}": p for p in self.backbone.weight_files()}
 

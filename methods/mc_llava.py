@@ -133,6 +133,12 @@ class MCLLaVA(SoftPromptMethod):
         self._joint: tuple | None = None         # (scenario key, tokens, header, samples) of the last fit
         self._clip_banks: dict[str, torch.Tensor] = {}
 
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        from unifybench.methods.mc_llava_vision import ROLE_15, ROLE_NEXT
+        role = ROLE_NEXT if self.config.base_model == "llava-1.6" else ROLE_15
+        return [needs.weights(role, self.config.backbone, self.ctx, f"method {self.name}")]
+
     def model_files(self) -> dict[str, Path]:
         return {f"llava/{p.name}": p for p in self.backbone.weight_files()}
 

@@ -195,6 +195,18 @@ class UniCTokens(SoftPromptMethod):
         self._backbone_sha: str | None = None
         self.active: list[int] = []   # token ids of the loaded artifact
 
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        from unifybench.models.weights import showo_settings
+        cfg = self.config
+        out = [needs.weights(role, setting, self.ctx, f"method {self.name}")
+               for role, setting in showo_settings(cfg.backbone, cfg.llm, cfg.vq)]
+        persons = concepts is None or any(c.category == "person" for c in concepts)
+        if cfg.face_init and 2 in self.stage_list and self.face_embedder is None and persons:
+            out.append(needs.Need("weights", f"method {self.name}: face weights (stage-2 init)",
+                                  lambda: str(self._face_pack(build=False)), "face"))
+        return out
+
     def model_files(self) -> dict[str, Path]:
         b = self.backbone
         files = {"showo/" + b.paths["showo_weights"].name: b.paths["showo_weights"],
@@ -480,25 +492,33 @@ class UniCTokens(SoftPromptMethod):
         grid = mean.view(1, m, -1)
         return F.interpolate(grid, size=self.backbone.hidden_size, mode="linear", align_corners=False)[0]
 
-    def _default_face_embedder(self):
-        """insightface (antelopev2, det 640, largest face, raw embedding) through the face evaluator's loader."""
-        import numpy as np
-
-        from unifybench.models.encoders.face import get_face_app
-        from unifybench.models.weights import is_tiny, override, tiny_folder
+    def _face_pack(self, build: bool = True) -> Path | str:
+        """The antelopev2 pack folder: `--model face=ROOT`, the tiny pack in tiny runs, else ~/.insightface;
+        `build=False` (the run's preflight) builds no tiny pack and describes it instead."""
+        from unifybench.models.weights import TINY_PLACE, is_tiny, override, tiny_folder
         root = override(self.ctx, "face")
         if root:
             root = Path(root).expanduser()
             cands = [root / "models" / "antelopev2", root / "antelopev2", root]
             pack = next((c for c in cands if c.is_dir() and any(c.glob("*.onnx"))), None)
         elif self.ctx.tiny or is_tiny(self.config.backbone):
+            if not build:
+                from unifybench.models.tiny_cache import tiny_root
+                return TINY_PLACE.format(setting="tiny", root=tiny_root(self.ctx.cache_dir))
             pack = tiny_folder("face", self.ctx.cache_dir)
         else:
             pack = Path("~/.insightface/models/antelopev2").expanduser()
         if pack is None or not pack.is_dir():
             raise UserError("unictokens: stage-2 face init of a person needs the insightface antelopev2 pack: pass "
                             "--model face=ROOT or --set face_init=false")
-        app = get_face_app(pack, device=self.ctx.device)
+        return pack
+
+    def _default_face_embedder(self):
+        """insightface (antelopev2, det 640, largest face, raw embedding) through the face evaluator's loader."""
+        import numpy as np
+
+        from unifybench.models.encoders.face import get_face_app
+        app = get_face_app(self._face_pack(), device=self.ctx.device)
 
         def embed(paths: list[Path]) -> list:
             out = []

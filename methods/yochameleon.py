@@ -204,8 +204,19 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
         self._image_codes: dict[tuple[str, bool], list[int]] = {}
         self._code_cache = None   # ImageCodeCache, made at the first image
         self._clip = None
-        if cfg.n_soft_positives > 0 or cfg.n_hard_negatives > 0:
+        if self._uses_retrieval():
             self._retrieval_clip()  # loaded now so its weights are hashed into results.json
+
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        from unifybench.retrieval import retrieval_clip_need
+        out = [needs.weights("chameleon", self.config.backbone, self.ctx, f"method {self.name}")]
+        if self._uses_retrieval():
+            out.append(retrieval_clip_need(*self._clip_args()))
+        return out
+
+    def _uses_retrieval(self) -> bool:
+        return self.config.n_soft_positives > 0 or self.config.n_hard_negatives > 0
 
     def model_files(self) -> dict[str, Path]:
         files = {f"chameleon/{p.name}": p for p in self.backbone.weight_files()}
@@ -280,13 +291,15 @@ class YoChameleon(ChameleonPrompting, SoftPromptMethod):
         soft = ranked[:cfg.n_soft_positives]
         return soft, ranked[len(soft):len(soft) + cfg.n_hard_negatives]
 
+    def _clip_args(self) -> tuple:
+        from unifybench.models.weights import is_tiny
+        tiny = self.ctx.tiny or is_tiny(self.config.backbone)
+        return self.config.retrieval_clip, self.ctx, tiny, "yochameleon", "rank soft positives"
+
     def _retrieval_clip(self):
         if self._clip is None:
             from unifybench.retrieval import retrieval_clip
-            from unifybench.models.weights import is_tiny
-            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
-            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yochameleon",
-                                        "rank soft positives")
+            self._clip = retrieval_clip(*self._clip_args())
         return self._clip
 
     # --- fit / load / predict ---

@@ -32,6 +32,9 @@ from unifybench.settings import positive
 from unifybench.training import Sample, collate, sequence_loss
 
 
+PHI_MISSING = ("yollava preset phi needs a LLaVA checkpoint whose language model is Phi-1.5: "
+               "pass --model llava=PATH")
+
 @dataclass
 class YoLLaVAConfig:
     """Defaults are the paper's and the released train.sh's (k=16, lr 1e-3, batch 1, 15 epochs)."""
@@ -83,15 +86,14 @@ class YoLLaVA(SoftPromptMethod):
     # --- setup ---
     def setup(self) -> None:
         from unifybench.models.llava.backbone import LlavaBackbone
-        from unifybench.models.weights import is_tiny, override, resolve
+        from unifybench.models.weights import resolve
         cfg = self.config
         if cfg.head_rows not in ("all", "identifier"):
             raise UserError(f"yollava: head_rows must be 'identifier' or 'all', not {cfg.head_rows!r}")
         if cfg.language_model not in ("any", "phi"):
             raise UserError(f"yollava: language_model must be 'any' or 'phi', not {cfg.language_model!r}")
-        if cfg.language_model == "phi" and not override(self.ctx, "llava") and not is_tiny(cfg.backbone):
-            raise UserError("yollava preset phi needs a LLaVA checkpoint whose language model is Phi-1.5: "
-                            "pass --model llava=PATH")
+        if self._phi_unset():
+            raise UserError(PHI_MISSING)
         path = resolve("llava", cfg.backbone, self.ctx)
         dtype = torch_dtype(self.ctx.dtype)
         self.token_names = [cfg.identifier] + [cfg.latent_format.format(i) for i in range(cfg.num_tokens)]
@@ -107,6 +109,20 @@ class YoLLaVA(SoftPromptMethod):
         self._clip = None
         if cfg.n_hard_negatives > 0:
             self._retrieval_clip()  # loaded now so its weights are hashed into results.json
+
+    def needs(self, concepts) -> list:
+        from unifybench import needs
+        from unifybench.retrieval import retrieval_clip_need
+        llava = needs.weights("llava", self.config.backbone, self.ctx, f"method {self.name}")
+        if self._phi_unset():
+            llava = needs.absent(llava.kind, llava.what, PHI_MISSING)
+        return [llava] + ([retrieval_clip_need(*self._clip_args())] if self.config.n_hard_negatives > 0 else [])
+
+    def _phi_unset(self) -> bool:
+        """Preset phi names no checkpoint of its own: the user must point --model llava= at one."""
+        from unifybench.models.weights import is_tiny, override
+        cfg = self.config
+        return cfg.language_model == "phi" and not override(self.ctx, "llava") and not is_tiny(cfg.backbone)
 
     def model_files(self) -> dict[str, Path]:
         files = {f"llava/{p.name}": p for p in self.backbone.weight_files()}
@@ -183,12 +199,15 @@ class YoLLaVA(SoftPromptMethod):
         ranked = rank_pool(self._retrieval_clip(), list(concept.train_images), pool, self.ctx.cache_dir / "embeddings")
         return [p for p, _ in ranked[:cfg.n_hard_negatives]]
 
+    def _clip_args(self) -> tuple:
+        from unifybench.models.weights import is_tiny
+        tiny = self.ctx.tiny or is_tiny(self.config.backbone)
+        return self.config.retrieval_clip, self.ctx, tiny, "yollava", "rank hard negatives"
+
     def _retrieval_clip(self):
         if self._clip is None:
             from unifybench.retrieval import retrieval_clip
-            from unifybench.models.weights import is_tiny
-            tiny = self.ctx.tiny or is_tiny(self.config.backbone)
-            self._clip = retrieval_clip(self.config.retrieval_clip, self.ctx, tiny, "yollava", "rank hard negatives")
+            self._clip = retrieval_clip(*self._clip_args())
         return self._clip
 
     # --- training ---

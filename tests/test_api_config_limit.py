@@ -185,7 +185,6 @@ def test_non_terminal_run_prints_one_line_per_stage_and_concept(tmp_path):
 def test_log_tensorboard_writes_the_losses_of_train_log(tmp_path):
     """`--log tensorboard` (the optional extra): the event files hold the same step and epoch losses as
     train_log.jsonl, read back with TensorBoard's own reader."""
-    pytest.importorskip("tensorboard", reason="optional extra: pip install 'unifybench[tensorboard]'")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     unifybench.run(method=SaysYes, evaluators="recognition", concepts="dog", log=["tensorboard"],
                    output_dir=tmp_path / "r", cache_dir=tmp_path / "cache", no_progress=True)

@@ -84,6 +84,8 @@ def test_every_registered_setting_has_a_meaning():
 
 def test_ls_settings_shows_an_evaluator_meaning_declared_in_a_base_class(capsys):
     assert cli_main(["ls", "settings", "pope"]) == 0      # `data`, `limit` are ModelEvaluator's defaults
-    by_name = {r.split(None, 3)[0]: r.split(None, 3) for r in capsys.readouterr().out.splitlines()[2:]}
-    assert by_name["limit"][3] == "> 0: only the first N questions"
-    assert by_name["headline"][3] == "the pooled figure reported as the value"
+    lines = capsys.readouterr().out.splitlines()
+    meaning_at = lines[1].rindex(" ") + 1                 # the last column under the dashes
+    by_name = {r.split()[0]: r[meaning_at:] for r in lines[2:]}
+    assert by_name["limit"] == "> 0: only the first N questions"
+    assert by_name["headline"] == "the pooled figure reported as the value"

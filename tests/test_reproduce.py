@@ -25,32 +25,67 @@ from unifybench.tables import load_spec, spec_names
 def test_planner_maps_every_implemented_row(name, tiny):
     plan = build_plan(name, tiny, api_base_url="http://127.0.0.1:9/v1", judge_base_url="http://127.0.0.1:9/v1")
     spec = load_spec(name)
-    planned = {r.row: r for r in plan.runs}
+    assert len({r.run for r in plan.runs}) == len(plan.runs)   # one folder per run
     for row in spec.rows:
         if not row.match:
             assert row.id in plan.reported_only
             continue
-        assert row.id in planned or row.id in plan.skipped, row.id
-        if row.id not in planned:
-            continue
-        run = planned[row.id]
-        cls = get_runnable(run.method)
-        assert any(m["method"] == run.method for m in row.match)
-        assert is_tiny_preset(run.preset) or run.preset == "paper" if tiny else not is_tiny_preset(run.preset)
-        cls.build_config(run.preset, run.overrides)   # a registered preset with real settings
-        if not tiny:   # the run is the row's own (method, preset) pair
-            assert any(m["method"] == run.method and (m.get("preset") or "paper") == run.preset
-                       for m in row.match) or run.preset == "paper"
-        for col in spec.columns:
-            if col.kind != "metric" or col.evaluator not in run.evaluators:
+        runs = plan.runs_of(row.id)
+        assert runs or row.id in plan.skipped, row.id
+        assert len({r.benchmark for r in runs}) == len(runs)     # one run per (row, benchmark)
+        assert [r.run for r in runs] == ([row.id] if len(runs) == 1 else [f"{row.id}@{r.benchmark}" for r in runs])
+        for run in runs:
+            cls = get_runnable(run.method)
+            assert any(m["method"] == run.method for m in row.match)
+            assert is_tiny_preset(run.preset) or run.preset == "paper" if tiny else not is_tiny_preset(run.preset)
+            cls.build_config(run.preset, run.overrides)   # a registered preset with real settings
+            if not tiny:   # the run is the row's own (method, preset) pair
+                assert any(m["method"] == run.method and (m.get("preset") or "paper") == run.preset
+                           for m in row.match) or run.preset == "paper"
+            assert tiny == (run.benchmark == "unifybench-mini")
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("name", spec_names())
+def test_every_column_is_produced_by_a_run_of_its_benchmark_or_said_why_not(name, tiny):
+    """Each metric column of each planned row: a run of the row on a benchmark the column reads runs its
+    evaluator with an accepted preset; else the runnable cannot answer it, or a run says why not."""
+    plan = build_plan(name, tiny, api_base_url="http://127.0.0.1:9/v1", judge_base_url="http://127.0.0.1:9/v1")
+    spec = load_spec(name)
+    for row in spec.rows:
+        runs = plan.runs_of(row.id)
+        for col in (c for c in spec.columns if c.kind == "metric" and runs):
+            reads = col.benchmarks or spec.benchmarks
+            producing = [r for r in runs if col.evaluator in r.evaluators
+                         and (reads is None or r.benchmark in reads)]
+            if producing:
+                assert len(producing) == 1, (row.id, col.id)     # one run per column, never two readings
+                ran = producing[0].evaluator_presets.get(col.evaluator, "default")
+                assert ran in EVALUATORS.get(col.evaluator).presets or ran == "default"
+                if col.preset is not None:
+                    assert ran in col.preset, (row.id, col.id, ran, col.preset)
                 continue
-            if run.benchmark not in (col.benchmarks or spec.benchmarks or [run.benchmark]):
-                assert f"{col.evaluator} [{col.id}]" in run.skipped_evaluators   # said, not silently dropped
-                continue
-            ran = run.evaluator_presets.get(col.evaluator, "default")
-            assert ran in EVALUATORS.get(col.evaluator).presets or ran == "default"
-            if col.preset is not None:
-                assert ran in col.preset, (row.id, col.id, ran, col.preset)
+            cls, ev = get_runnable(runs[0].method), EVALUATORS.get(col.evaluator)
+            said = any(f"{col.evaluator} [{col.id}]" in r.skipped_evaluators or col.evaluator in r.skipped_evaluators
+                       for r in runs)
+            cannot = col.source != "forgetting" and (not (ev.tasks & cls.tasks) or col.evaluator in cls.not_scored_by)
+            assert said or cannot, (row.id, col.id)
+            if tiny and reads is not None and "unifybench-mini" not in reads:
+                assert "tiny preset runs only unifybench-mini" in runs[0].skipped_evaluators[f"{col.evaluator} [{col.id}]"]
+
+
+def test_a_row_reading_two_benchmarks_is_a_run_on_each():
+    """UniCTokens Table 2 (left): every row reads Yo'LLaVA and MC-LLaVA; the MC-LLaVA columns are run on the
+    mc-llava benchmark with their mc-llava-single presets, not listed as not run."""
+    plan = build_plan("unictokens_table2_understanding", tiny=False)
+    yollava, mc = plan.run("mc_llava@yollava"), plan.run("mc_llava@mc-llava")
+    assert (yollava.benchmark, mc.benchmark) == ("yollava", "mc-llava")
+    assert yollava.evaluator_presets == {"recognition": "unictokens", "mc": "unictokens"}
+    assert mc.evaluators == ["recognition", "bleu", "mc"]
+    assert set(mc.evaluator_presets.values()) == {"mc-llava-single"}
+    assert not yollava.skipped_evaluators and not mc.skipped_evaluators
+    assert {r.benchmark for r in build_plan("unictokens_table2_generation", tiny=False).runs} == {"dreambench", "yollava"}
+    assert [r.run for r in build_plan("unictokens_table1", tiny=False).runs_of("unictokens")] == ["unictokens"]
 
 
 def test_tiny_ablation_rows_keep_their_ablation():
@@ -210,3 +245,105 @@ def test_dry_run_states_runs_cost_and_rows_it_cannot_run(tmp_path, capsys):
     assert re.search(r"^yollava .*not measured", out, re.M)
     assert "gpt4o_tp: skipped" in out and "mean nothing" in out
     assert not (suite / "manifest.json").exists()   # a dry run writes nothing
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+
+@pytest.mark.slow   # ~1 min of CPU: two tiny runs, the second on two processes
+def test_torchrun_row_on_two_cpu_ranks_equals_one_process(tmp_path):
+    """One row (tiny Yo'LLaVA, recognition, two concepts) handed to torchrun with 2 gloo ranks on this node:
+    the same per-concept numbers and predictions as the same row run in this process."""
+    spec, cache = _two_row_spec(tmp_path / "spec"), tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    t0 = time.perf_counter()
+    assert main(_args(spec, one, cache, "--rows", "yollava")) == 0
+    t1 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "unifybench.cli", *_args(spec, two, cache, "--rows", "yollava",
+                                                                        "--torchrun", "2")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    print(f"one process {t1 - t0:.1f} s, torchrun 2 ranks {time.perf_counter() - t1:.1f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from unifybench.reproduce.manifest import row_state
+    assert row_state(two, "yollava")["state"] == "done"
+    doc = json.loads((two / "runs" / "yollava" / "results.json").read_text())
+    assert doc["execution"]["world_size"] == 2
+    assert {u["world_size"] for u in doc["execution"]["units"].values()} == {2}
+
+    def row_values(suite):
+        res = json.loads((suite / "runs" / "yollava" / "results.json").read_text())["results"]["unifybench-mini"]
+        preds = {p.parent.name: p.read_text() for p in (suite / "runs" / "yollava" / "concepts").glob("*/predictions.jsonl")}
+        return res["recognition"]["per_concept"], res["recognition"]["value"], preds
+    assert row_values(two) == row_values(one)
+    assert set(row_values(one)[0]) == {"cat", "dog"}
+
+
+def test_a_row_with_a_run_per_benchmark_fills_each_benchmarks_columns(tmp_path):
+    """The table of a suite whose row has two runs: a reproduced line per run, each with its benchmark's
+    columns (and their intervals), none of the other's; --data-root wants BENCHMARK=PATH for two benchmarks."""
+    from unifybench.reproduce import manifest, results
+    plan = build_plan("unictokens_table2_understanding", tiny=False, rows=["mc_llava"])
+    suite = tmp_path / "suite"
+    manifest.write_manifest(suite, {"format": manifest.FORMAT, "spec": plan.spec.name, "tiny": False,
+                                    "options": {}, "runs": [r.to_json() for r in plan.runs],
+                                    "reported_only": {}, "skipped": {}})
+    per = {"a": 0.25, "b": 0.75}
+    for run in plan.runs:
+        res = {ev: {"value": 0.5, "n": 4, "n_failed": 0, "per_concept": per,
+                    "preset": run.evaluator_presets.get(ev, "default")} for ev in run.evaluators}
+        if run.benchmark == "mc-llava":
+            res["bleu"]["by_task"] = {"vqa": {"value": 0.5, "n": 2, "n_failed": 0, "per_concept": per}}
+            res["mc"]["by_kind"] = {"text": {"value": 0.5, "per_concept": per}}
+        doc = {"schema_version": 1, "results": {run.benchmark: res}, "config": {
+            "method": {"name": run.method, "preset": run.preset, "config": {}}, "benchmark": run.benchmark,
+            "seed": 0, "concepts": ["a", "b"]}}
+        folder = suite / "runs" / run.run
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(doc))
+        manifest.write_state(suite, run.run, "done")
+    table, _, done, intervals = results.build(suite)
+    assert set(done) == {"mc_llava@yollava", "mc_llava@mc-llava"}
+    lines = {l.run: l for l in table.lines if l.kind == "reproduced"}
+    filled = {run: {c for c, cell in l.cells.items() if cell.full is not None} for run, l in lines.items()}
+    assert filled["mc_llava@mc-llava"] == {"mcllava_rec_weight", "mcllava_vqa_bleu", "mcllava_qa_acc"}
+    assert filled["mc_llava@yollava"] == {"yollava_rec_weight"}   # by_kind absent here: the mc columns stay '-'
+    assert ("mc_llava", "mcllava_vqa_bleu") in intervals and ("mc_llava", "yollava_rec_weight") in intervals
+    assert main(["reproduce", "unictokens_table2_understanding", "--dry-run", "--data-root", "/x"]) == 2
+    assert main(["reproduce", "unictokens_table2_understanding", "--dry-run", "--data-root", "mc-llava=/x",
+                 "--data-root", "yollava=/y", "--suite-dir", str(tmp_path / "dry")]) == 0
+
+
+@pytest.mark.slow   # one tiny Yo'LLaVA row, trained once for two rows
+def test_rows_of_one_configuration_train_once(tmp_path):
+    """Two rows naming the same runnable and preset (Yo'LLaVA's main row and its hard-negative row): the
+    second waits for the first (two workers), reuses its concept units and only scores; same numbers."""
+    d = tmp_path / "spec"
+    d.mkdir()
+    spec = d / "same.json"
+    spec.write_text(json.dumps({
+        "format": "unifybench-spec/1", "name": "same", "title": "One configuration, two rows",
+        "benchmarks": ["unifybench-mini"],
+        "columns": [{"id": "rec", "label": "Rec", "evaluator": "recognition", "preset": "unictokens"}],
+        "rows": [{"id": "main", "label": "Main", "match": [{"method": "yollava", "preset": "paper"}]},
+                 {"id": "again", "label": "Again", "match": [{"method": "yollava", "preset": "paper"}]}]}))
+    suite = tmp_path / "suite"
+    plan = build_plan(str(spec), tiny=True)
+    assert plan.run("again").trains_as == "main" and plan.run("main").trains_as == ""
+    assert main(_args(spec, suite, tmp_path / "cache", "--jobs", "2")) == 0
+    docs = {r: json.loads((suite / "runs" / r / "results.json").read_text()) for r in ("main", "again")}
+    assert docs["again"]["timing"]["concepts_s"] == {}            # no unit fitted or answered again
+    assert set(docs["main"]["timing"]["concepts_s"]) == {"cat", "dog"}
+    assert not any(u.get("reused") for u in docs["main"]["timing"]["concepts_s"].values())
+    rec = {r: d["results"]["unifybench-mini"]["recognition"]["per_concept"] for r, d in docs.items()}
+    assert rec["again"] == rec["main"] and set(rec["main"]) == {"cat", "dog"}
+    for c in ("cat", "dog"):
+        for name in ("predictions.jsonl", "unit.json"):
+            assert ((suite / "runs" / "again" / "concepts" / c / name).read_text()
+                    == (suite / "runs" / "main" / "concepts" / c / name).read_text())
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_yollava_main_and_hard_negative_rows_share_one_training(tiny):
+    plan = build_plan("yollava_results", tiny)
+    assert plan.run("hard_negatives").trains_as == "yollava"
+    assert plan.run("no_hard_negatives").trains_as == "" and plan.run("yollava").trains_as == ""
+    assert not any(r.trains_as for r in build_plan("unictokens_table1", tiny).runs)   # every row its own

@@ -1,6 +1,7 @@
 """UnifyBench: benchmark and evaluation suite for personalized multimodal models.
 
-`unifybench.run(method=..., benchmark=..., preset=..., **options)` and `unifybench.evaluate(predictions=...,
+`unifybench.run(method=..., benchmark=..., preset=..., **options)`, `unifybench.check(...)` (the same
+options: the plan of that run, nothing trained or written) and `unifybench.evaluate(predictions=...,
 benchmark=..., evaluators=...)` are the Python API (see unifybench.api); importing the package imports
 nothing heavy.
 """
@@ -17,3 +18,10 @@ def evaluate(predictions, benchmark: str = "unifybench-mini", evaluators=None, *
     """Score predictions files, as `unifybench eval` (see unifybench.api.evaluate)."""
     from unifybench.api import evaluate as _evaluate
     return _evaluate(predictions, benchmark, evaluators, **options)
+
+
+def check(method, benchmark: str = "unifybench-mini", preset: str | None = None, **options):
+    """The plan of a run, every need located, nothing trained or written, as `unifybench run --check`
+    (see unifybench.api.check)."""
+    from unifybench.api import check as _check
+    return _check(method, benchmark, preset, **options)

@@ -53,11 +53,21 @@ class Results:
 
 
 def run(method: Any, benchmark: str = "unifybench-mini", preset: str | None = None, **options: Any) -> Results:
-    """Train `method` on every concept, predict, score: `unifybench run` as a function."""
+    """Train `method` on every concept, predict, score: `unifybench run` as a function. Every weight, data
+    folder and service the run needs is located first; all missing ones raise one UserError before any
+    work (see `check`)."""
     from unifybench.options import build_spec
     from unifybench.runner import run as run_spec
     spec = build_spec("run", {"method": method, "benchmark": benchmark, "preset": preset, **options})
     return Results(run_spec(spec), spec.output_dir)
+
+
+def check(method: Any, benchmark: str = "unifybench-mini", preset: str | None = None, **options: Any):
+    """`unifybench run --check` as a function: the run's :class:`unifybench.preflight.Plan` (`ready`,
+    `missing`, `found`, `text()`), every need located; nothing is trained, loaded or written."""
+    from unifybench.options import build_spec
+    from unifybench.preflight import prepare
+    return prepare(build_spec("run", {"method": method, "benchmark": benchmark, "preset": preset, **options}))
 
 
 def evaluate(predictions: Any, benchmark: str = "unifybench-mini", evaluators: Any = None, **options: Any) -> Results:

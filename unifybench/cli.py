@@ -29,6 +29,7 @@ RUN_EXAMPLES = """examples:
   unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --model clip=/ckpt/ViT-L-14 \\
       --benchmark unifybench --data-root /data/unifybench --limit 5   # a quick partial run on real weights
   unifybench run --config examples/yochameleon_paper.yaml --seed 1
+  unifybench run --method yochameleon --model chameleon=/ckpt/Anole-7b-v0.1-hf --check   # the plan; trains nothing
   unifybench ls presets yochameleon ; unifybench ls settings yochameleon
 """
 EVAL_EXAMPLES = """examples:
@@ -106,6 +107,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override a method setting")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse finished concepts in --output-dir")
+    p.add_argument("--check", "--dry-run", action="store_true", dest="check",
+                   help="only locate every weight, data folder and service the run needs and print the plan "
+                        "(stages, evaluators, weights, output folder, what resume reuses); nothing is trained "
+                        "or written; exit 0 when all is present, 2 otherwise")
     p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
                    help="also log training losses to TensorBoard or Weights & Biases (offline); "
                         "concepts/<c>/train_log.jsonl is always written")
@@ -152,6 +157,11 @@ def cmd_run(args) -> int:
     from unifybench.options import build_spec
     from unifybench.runner import run
     spec = build_spec("run", options_from_args("run", args))
+    if args.check:
+        from unifybench.preflight import prepare
+        plan = prepare(spec)
+        sys.stdout.write(plan.text() + "\n")
+        return 0 if plan.ready else 2
     doc = run(spec)
     if doc:  # other ranks of a torchrun launch return nothing; rank 0 reports
         _print_summary(doc, spec.output_dir)
@@ -256,18 +266,13 @@ def cmd_items(args) -> int:
     bench = make_benchmark(args.benchmark, args.data_root)
     concepts = select_concepts(bench, _csv(args.concepts))
     n_by_task: dict[str, int] = {}
-    try:
-        for concept in concepts:
-            for item in bench.items(concept):
-                if args.task and item.task != args.task:
-                    continue
-                n_by_task[item.task] = n_by_task.get(item.task, 0) + 1
-                sys.stdout.write(json.dumps(item_record(item), ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:            # `unifybench items | head`: the reader has what it wanted
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    for concept in concepts:
+        for item in bench.items(concept):
+            if args.task and item.task != args.task:
+                continue
+            n_by_task[item.task] = n_by_task.get(item.task, 0) + 1
+            sys.stdout.write(json.dumps(item_record(item), ensure_ascii=False) + "\n")
+    sys.stdout.flush()   # before the counts line: `items | head` ends here (see main)
     print(_counts_line(bench, concepts, n_by_task), file=sys.stderr)
     return 0
 
@@ -345,19 +350,38 @@ def _plugged_parsers(sub) -> None:
         COMMANDS[name] = mod.main
 
 
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (`unifybench ... | head`), so that a
+    BrokenPipeError from elsewhere (a judge server's socket, a child's pipe) is never taken for it."""
+    import select
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):   # no poll() (Windows), stdout without a descriptor
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every command, with one handling of user errors, Ctrl-C and a closed stdout reader."""
     try:
         parser = build_parser(argv)   # lists the registries: a plugin clashing with a built-in stops here
         _plugged_parsers(parser._subparsers._group_actions[0])
         args = apply_config_file(parser, argv)
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()   # a reader gone before the last write shows here, not at interpreter exit
+        return status
     except UserError as e:
         print(f"unifybench: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("unifybench: interrupted; finished concepts are kept, rerun to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:   # `unifybench compare ... | head`: the reader has what it wanted
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        # `unifybench ... | head`: the reader has what it wanted. Later writes (and the flush at exit)
+        # go to /dev/null instead of printing a traceback.
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -40,6 +40,58 @@ def git_hash() -> str | None:
         return None
 
 
+# The installed package's import roots (pyproject's package-dir): their .py files are the code of a run.
+SOURCE_PACKAGES = ("unifybench", "unifybench.methods", "unifybench.evaluators", "unifybench.baselines")
+
+
+def source_roots() -> list[Path]:
+    """The folders the package's modules are imported from (one per import root, deduplicated)."""
+    import importlib
+    roots: list[Path] = []
+    for name in SOURCE_PACKAGES:
+        for folder in importlib.import_module(name).__path__:
+            folder = Path(folder).resolve()
+            if not any(folder == r or r in folder.parents for r in roots):
+                roots.append(folder)
+    return roots
+
+
+def source_fingerprint(roots: list[Path] | None = None, extra: list[Path] = ()) -> str:
+    """sha256 over every .py file under `roots` (default: the installed package) and the `extra` files (a
+    user's own method module), by relative name and content: editing any module changes it. ~150 small
+    files, read in milliseconds, so it is computed afresh every run rather than cached."""
+    h = hashlib.sha256()
+    for root in roots if roots is not None else source_roots():
+        root = Path(root)
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    for path in extra:
+        h.update(f"extra:{Path(path).name}\0".encode())
+        h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def source_dirty(roots: list[Path] | None = None) -> bool | None:
+    """True when the package runs from a git checkout with uncommitted changes (or new files) under its
+    source folders; False when clean; None when it is not a git checkout."""
+    roots = [Path(r) for r in (roots if roots is not None else source_roots())]
+    if not roots:
+        return None
+    try:
+        top = subprocess.run(["git", "-C", str(roots[0]), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10)
+        if top.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", top.stdout.strip(), "status", "--porcelain", "--",
+                                 *[str(r) for r in roots]], capture_output=True, text=True, timeout=10)
+        if status.returncode != 0:
+            return None
+        return any(line.strip() and line.rstrip().endswith(".py") for line in status.stdout.splitlines())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def environment(device: str, dtype: str) -> dict:
     import torch
     return {"python": platform.python_version(), "platform": platform.platform(),

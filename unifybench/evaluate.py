@@ -62,7 +62,7 @@ def evaluate_predictions(spec: RunSpec, paths: list[Path]) -> dict:
     items_by_id = {i.id: i for c in concepts for i in benchmark.items(c)}
     preds = load_predictions([Path(p) for p in paths], items_by_id)
     tasks = frozenset(p.task for p in preds)
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks, spec)
+    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, tasks, spec, concepts=concepts)
     by_concept: dict[str, list[Prediction]] = {}
     for p in preds:
         by_concept.setdefault(p.concept, []).append(p)

@@ -11,8 +11,8 @@ evaluator (:class:`unifybench.evaluators.forgetting.base.ModelEvaluator`) it eva
   ``with_prompt`` is off, condition ``prompt`` (``method.personalized_prompt()`` in front of every query).
 
 Each (evaluator, model, condition) is a unit written atomically to ``<run>/forgetting/units/`` with a key
-(evaluator settings, data hashes, weights, artifact, seed); a rerun with the same key reuses it. Samples go
-to ``<run>/forgetting/samples/<evaluator>/<model>.<condition>.jsonl``. The report (``forgetting.json``,
+(evaluator settings, data hashes, weights, artifact, seed, code fingerprint); a rerun with the same key
+reuses it. Samples go to ``<run>/forgetting/samples/<evaluator>/<model>.<condition>.jsonl``. The report (``forgetting.json``,
 ``forgetting.md``, and the returned dict) gives every metric for the base model and for each personalized
 model with its difference from the base (absolute and relative, as in Yo'Chameleon's supplementary
 Table 1), and the mean over concepts per condition.
@@ -28,6 +28,7 @@ from unifybench import environment as env
 from unifybench.errors import UserError
 from unifybench.progress import maybe_task
 from unifybench.report import forgetting_table
+from unifybench.resume import code_fingerprint
 from unifybench.runspec import TINY_NOTICE, RunSpec, eval_context
 from unifybench.store import atomic_write_text, canonical_hash, file_sha256, write_json, write_jsonl
 
@@ -36,12 +37,6 @@ BASE = "base"
 
 def model_evaluators(evaluators: list) -> list:
     return [e for e in evaluators if e.kind == "model"]
-
-
-def check_forgetting(evaluators: list) -> None:
-    """Fail now (one-line UserError) when a forgetting evaluator's data is missing, not after the fits."""
-    for ev in model_evaluators(evaluators):
-        ev.data_files()
 
 
 def _load(path: Path, key: str) -> dict | None:
@@ -79,13 +74,14 @@ def run_forgetting(method, concepts: list, evaluators: list, out_dir: Path, spec
     ctx = eval_context(spec, out)
     weights = {role: file_sha256(p, Path(spec.cache_dir)) for role, p in sorted(method.model_files().items())}
     data = {e.name: [(f.name, file_sha256(f)) for f in e.data_files()] for e in evs}  # also checks data exists
+    code = code_fingerprint(method)   # an edited evaluator or method re-evaluates
     progress = method.ctx.progress
     unload = method.unload   # the base model again: concept tokens detached, fine-tuned weights restored
 
     def unit(ev, label: str, condition: str, prefix, artifact_hash: str | None) -> dict:
         key = canonical_hash({"evaluator": ev.name, "settings": ev.describe(), "data": data[ev.name],
                               "method": method.describe(), "weights": weights, "artifact": artifact_hash,
-                              "condition": condition, "seed": spec.seed, "version": __version__})
+                              "condition": condition, "seed": spec.seed, "version": __version__, "code": code})
         path = fdir / "units" / label / f"{ev.name}.{condition}.json"
         if spec.resume:
             done = _load(path, key)

@@ -6,8 +6,9 @@ import os
 
 
 def pid_alive(pid: int) -> bool:
-    """True while `pid` exists on this host (another user's process counts as alive); 0 and negatives never
-    name one process, so they are dead here."""
+    """True while `pid` runs on this host (another user's process counts as alive); 0 and negatives never
+    name one process, so they are dead here. A zombie (exited, not yet reaped: an orphaned reproduce worker
+    waits for init, seconds in some containers) is dead: it holds nothing any more."""
     if pid <= 0:
         return False
     try:
@@ -16,4 +17,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):   # no /proc (macOS): kill(0) is the answer
+        return True

@@ -63,12 +63,21 @@ def allocate_tokens(n_images: int, k: int) -> list[int]:
     return tokens
 
 
+def _missing(who: str, purpose: str) -> str:
+    return f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH or --set retrieval_clip=PATH"
+
+
 def retrieval_clip(explicit: str | None, ctx, tiny: bool, who: str, purpose: str):
     """The CLIP a method ranks images with (`unifybench.models.weights.resolve`: `--model clip=`, else its own
     setting, else the tiny CLIP when `tiny`); anything else is a one-line UserError saying what to pass."""
     from unifybench.models.encoders.clip import load_clip
     from unifybench.models.weights import resolve
-    path = resolve("clip", explicit, ctx, tiny=tiny,
-                   missing=f"{who} needs a CLIP checkpoint to {purpose}: pass --model clip=PATH "
-                           f"or --set retrieval_clip=PATH")
+    path = resolve("clip", explicit, ctx, tiny=tiny, missing=_missing(who, purpose))
     return load_clip(path, device=ctx.device)
+
+
+def retrieval_clip_need(explicit: str | None, ctx, tiny: bool, who: str, purpose: str):
+    """`retrieval_clip`'s checkpoint as a declared need (`unifybench.needs`): located, not loaded."""
+    from unifybench import needs
+    return needs.weights("clip", explicit, ctx, f"method {who} (retrieval CLIP)", missing=_missing(who, purpose),
+                         tiny=tiny)

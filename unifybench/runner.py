@@ -1,8 +1,10 @@
 """A run: method x benchmark x concepts x evaluators -> results.json, samples/*.jsonl, leaderboard.md.
 
 Each concept is a unit (fit, then predict) whose outputs are written atomically under
-`<output-dir>/concepts/<concept>/` with a key: the hash of everything that determines them. A rerun
-with the same key reuses them (`--resume`, the default), so a crash loses at most the unit in flight.
+`<output-dir>/concepts/<concept>/` with a key: the hash of everything that determines them, by content,
+code included (`unifybench.resume`). A rerun with the same key reuses them (`--resume`, the default, and
+says how many on stderr), so a crash loses at most the unit in flight. Nothing starts before every need of
+every stage is located (`unifybench.preflight`).
 """
 from __future__ import annotations
 
@@ -12,59 +14,41 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from unifybench import distributed, environment as env, workqueue
-from unifybench.version import __version__
-from unifybench.data.schema import Benchmark, Concept, Item, Prediction
+from unifybench import distributed, environment as env, resume, workqueue
+from unifybench.data.schema import Concept, Item, Prediction
 from unifybench.errors import UserError
-from unifybench.forgetting import check_forgetting, run_forgetting
+from unifybench.forgetting import run_forgetting
+from unifybench.preflight import prepare
 from unifybench.progress import Progress, maybe_task
-from unifybench.registry import get_runnable
 from unifybench.report import write_run_table
 from unifybench.runlock import run_lock
-from unifybench.runspec import (RunSpec, limit_items, make_benchmark, make_evaluators, method_context, results_document,
-                                select_concepts)
+from unifybench.runspec import RunSpec, limit_items, results_document
 from unifybench.scoring import score
-from unifybench.store import canonical_hash, file_sha256, read_jsonl, write_json, write_jsonl
-
-
-def resolve_method(spec: RunSpec, ctx):
-    """The run's method: a registered name, a Method subclass (a user's own), or a Method instance."""
-    from unifybench.methods.base import Method
-    m = spec.method
-    if isinstance(m, Method):
-        m.ctx.progress = ctx.progress
-        return m
-    if isinstance(m, type) and issubclass(m, Method):
-        return m(ctx, spec.preset, spec.overrides)
-    if not isinstance(m, str):
-        raise UserError(f"method must be a registered name, a Method subclass or a Method instance, not {m!r}")
-    return get_runnable(m)(ctx, spec.preset, spec.overrides)
+from unifybench.store import file_sha256, read_jsonl, write_json, write_jsonl
 
 
 def run(spec: RunSpec) -> dict:
-    """Train, predict and score; returns the results dict also written to results.json."""
+    """Train, predict and score; returns the results dict also written to results.json.
+
+    Everything every stage will need (weights, data folders, services) is located first
+    (`unifybench.preflight`): a missing piece fails before the output folder is touched, all of them named
+    in one line."""
     clock = StageClock(spec)
-    if isinstance(spec.method, str):
-        get_runnable(spec.method)      # names first: a typo fails before any work
-    benchmark = make_benchmark(spec.benchmark, spec.data_root)
-    concepts = select_concepts(benchmark, spec.concepts)
     rank, world = distributed.init(spec)
     if world > 1:
         spec = replace(spec, device=distributed.rank_device(spec.device))
     progress = Progress(spec.progress if rank == 0 else False)
-    method = resolve_method(spec, method_context(spec, progress))
-    evaluators = make_evaluators(spec.evaluators, spec.evaluator_presets, method.tasks, spec,
-                                 method.not_scored_by)
-    _check_images(benchmark)
-    check_forgetting(evaluators)  # missing MMLU/POPE/MMBench data fails now, not after the fits
-    wanted = frozenset().union(*(e.tasks for e in evaluators)) & method.tasks if evaluators else frozenset()
+    plan = prepare(spec, progress)
+    plan.require()
+    method, benchmark, concepts, evaluators = plan.method, plan.benchmark, plan.concepts, plan.evaluators
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     clock.quiet = rank != 0 or progress.enabled
     if spec.tiny:
         clock.say(TINY_WHAT)
     with run_lock(out) if rank == 0 else contextlib.nullcontext():
-        return _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank, world, progress, clock)
+        return _run_locked(spec, method, benchmark, concepts, evaluators, plan.wanted, out, rank, world, progress,
+                           clock)
 
 
 def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank, world, progress, clock) -> dict:
@@ -75,16 +59,23 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
     unit_times: dict[str, dict] = {}
     with progress:
         method.setup()
+        files = method.model_files()
         model_hashes = {role: {"path": str(p), "sha256": file_sha256(p, spec.cache_dir)}
-                        for role, p in sorted(method.model_files().items())}
-        data_hash = canonical_hash([(_rel_name(p, benchmark), file_sha256(p)) for p in benchmark.data_files()])
+                        for role, p in sorted(files.items())}   # recorded; the key takes content only
+        dirty = env.source_dirty()
+        if dirty and rank == 0:
+            clock.say("WARNING: the unifybench source has uncommitted changes (git status): these results "
+                      "cannot be reproduced from a commit; recorded as dirty: true in results.json")
+        key_parts = resume.parts(method.describe(), resume.data_hash(benchmark), spec.seed,
+                                 resume.code_fingerprint(method), resume.weights_hash(files, spec.cache_dir))
         clock.stage("setup")
         items_of = {c.name: limit_items([i for i in benchmark.items(c) if i.task in wanted], spec.limit)
                     for c in concepts}
-        keys = {c.name: canonical_hash({"method": method.describe(), "models": model_hashes, "data": data_hash,
-                                        "seed": spec.seed, "items": [i.id for i in items_of[c.name]],
-                                        "version": __version__})
-                for c in concepts}
+        ids_of = {c.name: [i.id for i in items_of[c.name]] for c in concepts}
+        keys = {c.name: resume.unit_key(key_parts, ids_of[c.name]) for c in concepts}
+        reuse = _reuse(out, concepts, keys, key_parts, ids_of, spec)
+        if rank == 0 and spec.resume:
+            clock.say(reuse["line"])
         # A work queue over the output folder: every rank claims the next unfinished concept, so no rank
         # idles while units remain. Units are seeded by concept name: who runs one never changes it.
         if rank == 0:
@@ -101,7 +92,8 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
                 unit_times[concept.name] = _run_unit(
                     method, benchmark, concept, items_of[concept.name], out, key, spec,
                     {"rank": rank, "world_size": world, "device": spec.device, "host": queue.host,
-                     "launch": queue.launch, "t0": t0})
+                     "launch": queue.launch, "t0": t0,
+                     "parts": {**key_parts, "items": resume.items_hash(ids_of[concept.name])}})
                 clock.concept(concept.name, n, len(concepts), unit_times[concept.name])
                 advance()
         clock.stage("concepts")
@@ -129,6 +121,9 @@ def _run_locked(spec, method, benchmark, concepts, evaluators, wanted, out, rank
     doc = results_document(spec, method.describe(), benchmark, concepts, evaluators, results, model_hashes,
                            forgetting, timing)
     doc["execution"] = _execution(out, concepts, world)   # where and how long each unit ran
+    doc["resume"] = {k: v for k, v in reuse.items() if k != "line"}
+    doc["source_fingerprint"] = key_parts["code"]
+    doc["dirty"] = bool(dirty)
     write_json(out / "results.json", doc)
     write_run_table(doc, out / "leaderboard.md")
     return doc
@@ -185,21 +180,23 @@ def _hms(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _check_images(benchmark: Benchmark) -> None:
-    """Open every image before any work starts: a bad file stops the run with its name, not hours in."""
-    problems = benchmark.validate()
-    if problems:
-        more = f" (and {len(problems) - 1} more problems; see `unifybench validate`)" if len(problems) > 1 else ""
-        raise UserError(problems[0] + more)
-
-
-def _rel_name(path: Path, benchmark: Benchmark) -> str:
-    """A data file's name relative to the benchmark root (two concepts' info.json must not collide)."""
-    root = benchmark.root
-    try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve())) if root else str(path)
-    except ValueError:
-        return str(path)
+def _reuse(out: Path, concepts: list[Concept], keys: dict, key_parts: dict, ids_of: dict, spec: RunSpec) -> dict:
+    """What this run reuses from `out` (counted before any unit runs): the count, where from, the run's key,
+    and the finished units it redoes because a part of their key changed (which part, from their marker)."""
+    reused = [c.name for c in concepts if _unit_finished(out, c, keys[c.name], spec)]
+    redone: dict[str, list[str]] = {}
+    for c in concepts:
+        doc = resume.marker(out, c.name) if spec.resume and c.name not in reused else None
+        if doc is not None and doc.get("key") != keys[c.name]:
+            redone[c.name] = resume.changed(doc, key_parts, ids_of[c.name])
+    key = resume.run_key(key_parts)
+    line = f"resume: reused {len(reused)} of {len(concepts)} concepts from {out / 'concepts'} (key {key[:12]})"
+    if redone:
+        why = sorted({n for names in redone.values() for n in names})
+        line += (f"; {len(redone)} finished under another key ({resume.describe_changes(why)} changed) "
+                 f"{'is' if len(redone) == 1 else 'are'} redone")
+    return {"enabled": spec.resume, "reused": len(reused), "concepts": len(concepts),
+            "from": str(out / "concepts"), "key": key, "redone": redone, "line": line}
 
 
 def _finished(marker: Path, key: str) -> bool:

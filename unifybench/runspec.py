@@ -98,11 +98,15 @@ def select_concepts(benchmark: Benchmark, names: list[str] | None) -> list[Conce
 
 
 def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: frozenset[str],
-                    spec: RunSpec | None = None, skip: frozenset[str] = frozenset()) -> list:
+                    spec: RunSpec | None = None, skip: frozenset[str] = frozenset(), check: bool = True,
+                    concepts: list[Concept] | None = None) -> list:
     """The named evaluators, or every one that fits `tasks`.
 
     Judge evaluators join the default list when a judge server is given, and also under `--judge none`
-    so that they show up as switched off; each is checked before any work starts.
+    so that they show up as switched off. With a `spec` and `check` (`eval`), the needs (weights, judge
+    server; `Evaluator.needs`) of every evaluator that scores predictions are located now and all missing
+    ones raised in one line; `run` passes `check=False` and checks every evaluator's, the forgetting data
+    included, together with the method's (`unifybench.preflight`).
     """
     judge_listed = spec is not None and (not spec.judge_enabled or bool(spec.judge_base_url))
     if names is None:
@@ -120,11 +124,12 @@ def make_evaluators(names: list[str] | None, presets: dict[str, str], tasks: fro
         for ev in evaluators:   # the forgetting evaluators' own item cap, per split / subject group
             if "limit" in ev.params and not ev.params["limit"]:
                 ev.params["limit"] = spec.limit
-    if spec is not None:
+    if spec is not None and check:
+        from unifybench.needs import find_all, problem_line
         ctx = eval_context(spec, Path(spec.output_dir))
-        for ev in evaluators:
-            if ev.needs_service:
-                ev.check(ctx)  # a missing --judge-base-url fails now, not after hours of training
+        _, missing = find_all([n for ev in evaluators if ev.kind == "items" for n in ev.needs(ctx, concepts)])
+        if missing:   # a missing --judge-base-url or --model clip= fails now, not after the first evaluator
+            raise UserError(problem_line(missing))
     return evaluators
 
 

@@ -79,6 +79,18 @@ class ModelEvaluator(Evaluator):
         """Files whose content determines the result (hashed into the resume key)."""
         return []
 
+    def needs(self, ctx: EvalContext, concepts) -> list:
+        """Its data folder (`data_files` raises the one-line error naming the variable when it is missing)."""
+        from unifybench import needs
+
+        def locate() -> str:
+            files = self.data_files()
+            if not files:
+                return "no files"
+            common = Path(os.path.commonpath([str(f) for f in files]))
+            return f"{len(files)} files under {common}"
+        return [needs.data(f"evaluator {self.name}", locate)]
+
     def evaluate_model(self, backbone, prefix_ids: list[int] | None, ctx: EvalContext) -> dict[str, Any]:
         raise NotImplementedError
 

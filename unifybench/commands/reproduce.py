@@ -26,7 +26,8 @@ EXAMPLES = """examples:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Plan, run and render a paper table: every implemented row of SPEC becomes a run in "
-                     "SUITE/runs/<row>; the table (md/tex/csv), the plots and one HTML page land in SUITE. "
+                     "SUITE/runs/<row> (a row whose columns read several benchmarks: one run per benchmark, "
+                     "SUITE/runs/<row>@<benchmark>); the table (md/tex/csv), the plots and one HTML page land in SUITE. "
                      "Rerunning resumes; --status shows the rows' states.")
     p.add_argument("spec", nargs="?", help="table spec (see `unifybench table --list`)")
     p.add_argument("--preset", choices=["paper", "tiny"], default="paper",
@@ -40,10 +41,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="time each row on one concept here and store it in SUITE/calibration.json")
     p.add_argument("--status", type=Path, metavar="DIR", help="show the rows of the suite in DIR and exit")
     p.add_argument("--torchrun", type=int, default=0, metavar="N", help="local: run each row on N processes (torchrun)")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="local: N rows at once, each in its own worker process (0: one per CPU core, at most 4, "
+                        "for a tiny plan on the CPU; else 1)")
     p.add_argument("--api-base-url", help="OpenAI-compatible server for the API rows (GPT-4o); without it they are skipped")
     p.add_argument("--judge-base-url", help="judge server for the LLM-judge columns; without it they are skipped")
     p.add_argument("--judge-model", help="the judge's model name on that server")
-    p.add_argument("--data-root", help="the benchmark's data folder (default: UNIFYBENCH_<NAME>_ROOT)")
+    p.add_argument("--data-root", action="append", default=[], metavar="[BENCHMARK=]PATH",
+                   help="a benchmark's data folder (default: UNIFYBENCH_<NAME>_ROOT); BENCHMARK=PATH, repeated, "
+                        "when the table reads several benchmarks")
     p.add_argument("--concepts", help="comma-separated concept names (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -98,10 +104,33 @@ def _csv(v: str | None) -> list[str] | None:
     return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
 
-def _options(args) -> dict:
+def _data_roots(value, benchmarks: list[str]) -> dict[str, str]:
+    """{benchmark: folder} from --data-root values (PATH or BENCHMARK=PATH; a config file may give a mapping).
+    A bare PATH is the data of the plan's only benchmark: with several it would feed every one of them."""
+    from unifybench.registry import BENCHMARKS
+    if isinstance(value, dict):
+        value = [f"{k}={v}" for k, v in value.items()]
+    elif isinstance(value, str):
+        value = [value]
+    roots = {}
+    for v in value or []:
+        bench, sep, path = str(v).partition("=")
+        if sep and bench in BENCHMARKS:
+            if bench not in benchmarks:
+                raise UserError(f"--data-root {v}: this plan reads no {bench!r} (it reads {', '.join(benchmarks)})")
+            roots[bench] = path
+        elif len(benchmarks) == 1:
+            roots[benchmarks[0]] = str(v)
+        else:
+            raise UserError(f"--data-root {v}: the plan reads {', '.join(benchmarks)}; give BENCHMARK=PATH "
+                            "for each")
+    return roots
+
+
+def _options(args, benchmarks: list[str]) -> dict:
     from unifybench.options import _key_values
     return {"seed": args.seed, "device": args.device, "dtype": args.dtype, "concepts": _csv(args.concepts),
-            "data_root": args.data_root, "models": _key_values(args.model, "model"),
+            "data_roots": _data_roots(args.data_root, benchmarks), "models": _key_values(args.model, "model"),
             "cache_dir": str(args.cache_dir), "judge_base_url": args.judge_base_url, "judge_model": args.judge_model}
 
 
@@ -109,8 +138,9 @@ def _n_concepts(run, options) -> int | None:
     if options.get("concepts"):
         return len(options["concepts"])
     try:
+        from unifybench.reproduce.manifest import data_root
         from unifybench.runspec import make_benchmark
-        return len(make_benchmark(run.benchmark, options.get("data_root")).concepts())
+        return len(make_benchmark(run.benchmark, data_root(options, run.benchmark)).concepts())
     except Exception:
         return None
 
@@ -125,7 +155,7 @@ def print_plan(plan, options, calibration: dict, gpus: int) -> None:
     rows, total = [], 0.0
     for r in plan.runs:
         n = _n_concepts(r, options)
-        cal = calibration.get(r.row)
+        cal = calibration.get(r.run)
         if cal and n is not None:
             hours = cal["seconds_per_concept"] * n * max(gpus, 1) / 3600
             total += hours
@@ -134,13 +164,16 @@ def print_plan(plan, options, calibration: dict, gpus: int) -> None:
             cost = "not measured (--calibrate)"
         pres = ", ".join(f"{k}={v}" for k, v in r.evaluator_presets.items())
         sets = ", ".join(f"{k}={v}" for k, v in r.overrides.items() if k != "base_url")
-        rows.append([r.row, r.method, r.preset + (f" [{sets}]" if sets else ""), r.benchmark,
+        rows.append([r.run, r.method, r.preset + (f" [{sets}]" if sets else ""), r.benchmark,
                      "?" if n is None else str(n), ",".join(r.evaluators) + (f" ({pres})" if pres else ""), cost])
-    print(text_table(["row", "runnable", "preset", "benchmark", "concepts", "evaluators", "GPU-hours"], rows))
+    print(text_table(["run", "runnable", "preset", "benchmark", "concepts", "evaluators", "GPU-hours"], rows))
     print(f"total measured: {total:.3g} GPU-hours" + (" (device cpu: core-hours)" if gpus == 0 else ""))
     for r in plan.runs:
+        if r.trains_as:
+            print(f"{r.run}: trains as {r.trains_as} (same runnable, preset, settings, benchmark): reuses its "
+                  "concept units and only scores")
         if r.skipped_evaluators:
-            print(f"{r.row}: not scored by " + "; ".join(f"{k} ({v})" for k, v in r.skipped_evaluators.items()))
+            print(f"{r.run}: not scored by " + "; ".join(f"{k} ({v})" for k, v in r.skipped_evaluators.items()))
     for row, why in plan.reported_only.items():
         print(f"{row}: reported only ({why})")
     for row, why in plan.skipped.items():
@@ -150,17 +183,17 @@ def print_plan(plan, options, calibration: dict, gpus: int) -> None:
 
 
 def show_status(suite: Path) -> int:
-    from unifybench.reproduce.manifest import read_manifest, row_state
+    from unifybench.reproduce.manifest import planned_runs, read_manifest, row_state
     from unifybench.tables import text_table
     man = read_manifest(suite)
     rows, counts = [], {}
-    for r in man["runs"]:
-        st = row_state(suite, r["row"])
+    for r in planned_runs(man):
+        st = row_state(suite, r["run"])
         counts[st["state"]] = counts.get(st["state"], 0) + 1
-        rows.append([r["row"], st["state"], str(st["concepts_done"]), str(st.get("job_id") or ""),
+        rows.append([r["run"], st["state"], str(st["concepts_done"]), str(st.get("job_id") or ""),
                      (st.get("error") or "")[:80]])
     print(f"{suite}: {man['spec']} ({'tiny' if man.get('tiny') else 'paper'})")
-    print(text_table(["row", "state", "concepts done", "job", "error"], rows))
+    print(text_table(["run", "state", "concepts done", "job", "error"], rows))
     print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for row, why in man.get("reported_only", {}).items():
         print(f"{row}: reported only ({why})")
@@ -172,6 +205,7 @@ def show_status(suite: Path) -> int:
 def calibrate(suite: Path, plan, options) -> dict:
     """Seconds per concept for each row: one concept, this device, in SUITE/calibration/<row>."""
     from unifybench.reproduce.launch import run_spec
+    from unifybench.reproduce.manifest import data_root
     from dataclasses import replace
     from unifybench.runner import run
     from unifybench.runspec import make_benchmark
@@ -179,29 +213,29 @@ def calibrate(suite: Path, plan, options) -> dict:
     path = suite / "calibration.json"
     cal = json.loads(path.read_text()) if path.is_file() else {}
     for r in plan.runs:
-        spec = run_spec(suite, r.row)
-        first = (options.get("concepts") or [c.name for c in make_benchmark(r.benchmark, options.get("data_root")).concepts()])[:1]
-        spec = replace(spec, concepts=first, output_dir=suite / "calibration" / r.row, resume=False)
+        spec = run_spec(suite, r.run)
+        first = (options.get("concepts") or [c.name for c in make_benchmark(r.benchmark, data_root(options, r.benchmark)).concepts()])[:1]
+        spec = replace(spec, concepts=first, output_dir=suite / "calibration" / r.run, resume=False)
         t0 = time.perf_counter()
         run(spec)
-        cal[r.row] = {"seconds_per_concept": time.perf_counter() - t0, "device": options["device"],
+        cal[r.run] = {"seconds_per_concept": time.perf_counter() - t0, "device": options["device"],
                       "concept": first[0], "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _say(f"calibrated {r.row}: {cal[r.row]['seconds_per_concept']:.1f} s for one concept")
+        _say(f"calibrated {r.run}: {cal[r.run]['seconds_per_concept']:.1f} s for one concept")
         write_json(path, cal)
     return cal
 
 
 def main(args) -> int:
     from unifybench.reproduce import launch, manifest, results
-    from unifybench.reproduce.plan import build_plan
+    from unifybench.reproduce.plan import build_plan, plan_benchmarks
     if args.status:
         return show_status(args.status)
     if not args.spec:
         raise UserError("reproduce needs a SPEC (see `unifybench table --list`) or --status DIR")
     defaults = {"gpus": None, "partition": None, "account": None, "qos": None, "cpus": None, "mem": None,
                 "time": None, "array": False, "wait": False, "launcher": "local", "seed": 0, "device": "cpu",
-                "dtype": "float32", "data_root": None, "concepts": None, "rows": None, "api_base_url": None,
-                "judge_base_url": None, "judge_model": None, "torchrun": 0}
+                "dtype": "float32", "data_root": [], "concepts": None, "rows": None, "api_base_url": None,
+                "judge_base_url": None, "judge_model": None, "torchrun": 0, "jobs": 0}
     _apply_config(args, defaults)
     tiny = args.preset == "tiny"
     plan = build_plan(args.spec, tiny, api_base_url=args.api_base_url, judge_base_url=args.judge_base_url)
@@ -214,7 +248,7 @@ def main(args) -> int:
             why = plan.reported_only.get(missing[0]) or plan.skipped.get(missing[0])
             raise UserError(f"row {missing[0]!r} cannot run: {why}")
     suite = args.suite_dir or Path("runs") / f"reproduce-{plan.spec.name}{'-tiny' if tiny else ''}"
-    options = _options(args)
+    options = _options(args, plan_benchmarks(plan.spec, tiny))
     doc = {"format": manifest.FORMAT, "spec": plan.spec.name, "spec_path": str(plan.spec.path), "tiny": tiny,
            "created": manifest.now(), "options": options, "runs": [r.to_json() for r in plan.runs],
            "reported_only": plan.reported_only, "skipped": plan.skipped}
@@ -229,12 +263,13 @@ def main(args) -> int:
         cal = calibrate(suite, plan, options)
         print_plan(plan, options, cal, _gpus(args))
         return 0
-    rows = wanted or [r.row for r in plan.runs]
+    rows = [r.run for r in plan.runs if not wanted or r.row in wanted]   # run ids
     t0 = time.perf_counter()
     if tiny:
         _say(results.TINY_BANNER)
     if args.launcher == "local":
-        states = launch.launch_local(suite, rows, torchrun=args.torchrun, echo=_say)
+        states = launch.launch_local(suite, rows, torchrun=args.torchrun,
+                                     jobs=launch.local_jobs(args.jobs, tiny, args.device), echo=_say)
     else:
         settings = {k: getattr(args, k) for k in launch.SLURM_KEYS}
         settings["gpus"] = _gpus(args)

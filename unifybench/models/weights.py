@@ -96,9 +96,10 @@ def _local(role: str, text: str) -> Path | str:
 
 
 def resolve(role: str, setting: str | None, ctx, missing: str | None = None,
-            tiny: bool | None = None) -> Path | str:
+            tiny: bool | None = None, build: bool = True) -> Path | str:
     """The local checkpoint of `role` for a method/evaluator `setting` (see the module docstring);
-    `tiny` (default: the run's `ctx.tiny`) says what an unset setting means."""
+    `tiny` (default: the run's `ctx.tiny`) says what an unset setting means. `build=False` (the run's
+    preflight) builds no tiny model: a tiny setting gives the text TINY_PLACE instead of its folder."""
     if role not in ROLES:
         raise KeyError(role)
     explicit = override(ctx, role)
@@ -110,13 +111,29 @@ def resolve(role: str, setting: str | None, ctx, missing: str | None = None,
         else:
             raise UserError(missing or f"no {role} checkpoint: pass --model {role}=PATH; nothing is downloaded")
     if is_tiny(setting):
+        if not build:
+            from unifybench.models.tiny_cache import tiny_root
+            return TINY_PLACE.format(setting=setting, root=tiny_root(ctx.cache_dir))
         return tiny_folder(role, ctx.cache_dir, setting)
     return _local(role, str(setting))
+
+
+TINY_PLACE = "{setting}: random tiny model, built on first use under {root}"
+
+
+def locate(role: str, setting: str | None, ctx, missing: str | None = None, tiny: bool | None = None) -> str:
+    """Where `resolve` finds `role`, loading and building nothing (the run's preflight); the same errors."""
+    return str(resolve(role, setting, ctx, missing=missing, tiny=tiny, build=False))
+
+
+def showo_settings(setting: str, llm: str, vq: str) -> list[tuple[str, str]]:
+    """(role, setting) of Show-o's three folders: a tiny Show-o setting makes all three tiny."""
+    tiny = is_tiny(setting)
+    return [("showo", setting), ("phi", "tiny" if tiny else llm), ("magvit", "tiny" if tiny else vq)]
 
 
 def showo_folders(setting: str, ctx, llm: str, vq: str) -> tuple[Path, Path, Path]:
     """Show-o's three folders (Show-o, Phi-1.5, MAGVIT-v2): roles showo, phi, magvit; a tiny setting makes
     all three tiny unless a `--model` names one."""
-    tiny = is_tiny(setting)
-    return (resolve("showo", setting, ctx), resolve("phi", "tiny" if tiny else llm, ctx),
-            resolve("magvit", "tiny" if tiny else vq, ctx))
+    showo, phi, magvit = (resolve(role, s, ctx) for role, s in showo_settings(setting, llm, vq))
+    return showo, phi, magvit

@@ -2,12 +2,13 @@
 
     SUITE/manifest.json          {"format": "unifybench-suite/1", "spec", "tiny", "options", "runs": [...],
                                   "reported_only": {row: why}, "skipped": {row: why}}
-    SUITE/runs/<row>/            the run folder (results.json, concepts/, samples/ as `unifybench run`)
-    SUITE/runs/<row>/state.json  {"state": "running"|"done"|"failed", "host", "pid", "job_id", "error", ...}
+    SUITE/runs/<run>/            the run folder (results.json, concepts/, samples/ as `unifybench run`);
+                                 <run> is the row's id, or row@benchmark when a row reads several
+    SUITE/runs/<run>/state.json  {"state": "running"|"done"|"failed", "host", "pid", "job_id", "error", ...}
 
 The manifest is written once per launch by the launching process; a job writes only inside its own run
 folder (its state file and the runner's outputs), so a crashed or pre-empted job is simply launched again
-and the runner resumes it from its finished concepts. A row's state is read, never stored centrally:
+and the runner resumes it from its finished concepts. A run's state is read, never stored centrally:
 "done" needs results.json; "running" whose local process is gone reads "interrupted"; a Slurm job's id
 sits in runs/<row>/job.json (written by the submitter, beside the job's own state file).
 """
@@ -45,6 +46,16 @@ def read_manifest(suite: Path) -> dict:
     return doc
 
 
+def planned_runs(man: dict) -> list[dict]:
+    """The manifest's runs, each with its run id (a suite planned before run ids: the row's id)."""
+    return [{**r, "run": r.get("run") or r["row"]} for r in man["runs"]]
+
+
+def data_root(options: dict, benchmark: str) -> str | None:
+    """The data folder given for `benchmark` (None: the runner reads UNIFYBENCH_<NAME>_ROOT)."""
+    return (options.get("data_roots") or {}).get(benchmark) or options.get("data_root")
+
+
 def write_manifest(suite: Path, doc: dict) -> None:
     old = None
     if (Path(suite) / "manifest.json").is_file():
@@ -69,7 +80,7 @@ def write_state(suite: Path, row: str, state: str, **extra: Any) -> None:
 
 
 def row_state(suite: Path, row: str) -> dict:
-    """{"state", ...} of one row, read from its run folder."""
+    """{"state", ...} of one run (`row`: its run id), read from its run folder."""
     d = run_dir(suite, row)
     try:
         st = json.loads((d / "state.json").read_text(encoding="utf-8"))

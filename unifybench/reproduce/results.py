@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from unifybench import tables
-from unifybench.reproduce.manifest import read_manifest, row_state, run_dir
+from unifybench.reproduce.manifest import planned_runs, read_manifest, row_state, run_dir
 from unifybench.resultsfile import ResultsFile, get_path, load_results
 from unifybench.stats import bootstrap_ci
 from unifybench.store import atomic_write_text
@@ -62,21 +62,24 @@ def column_per_concept(spec: tables.Spec, col: tables.Column, rf: ResultsFile) -
 
 
 def suite_results(suite: Path) -> tuple[dict, dict[str, ResultsFile]]:
+    """(manifest, {run id: results of the runs done})."""
     man = read_manifest(suite)
     done = {}
-    for r in man["runs"]:
-        if row_state(suite, r["row"])["state"] == "done":
-            done[r["row"]] = load_results(run_dir(suite, r["row"]))
+    for r in planned_runs(man):
+        if row_state(suite, r["run"])["state"] == "done":
+            done[r["run"]] = load_results(run_dir(suite, r["run"]))
     return man, done
 
 
 def build(suite: Path) -> tuple[tables.Table, dict, dict[str, ResultsFile], dict]:
-    """(table with intervals, manifest, {row: results}, {(row, col): interval})."""
+    """(table with intervals, manifest, {run id: results}, {(row, col): interval}). A row with a run per
+    benchmark gets a reproduced line per run, each filling the columns of its benchmark."""
     man, done = suite_results(suite)
     spec = tables.load_spec(man["spec_path"] if Path(man.get("spec_path", "")).is_file() else man["spec"])
-    forced = {rf.path: row for row, rf in done.items()}
+    row_of = {r["run"]: r["row"] for r in planned_runs(man)}
+    forced = {rf.path: row_of[run] for run, rf in done.items()}
     table = tables.build_table(spec, list(done.values()), forced)
-    by_label = {rf.label: (row, rf) for row, rf in done.items()}
+    by_label = {rf.label: (row_of[run], rf) for run, rf in done.items()}
     intervals = {}
     for line in table.lines:
         if line.kind != "reproduced" or line.run not in by_label:
@@ -282,9 +285,9 @@ def render_page(table, man: dict, done: dict[str, ResultsFile], suite: Path, plo
             src = "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
             body.append(f'<h2 id="plots">Plot</h2><img class="plot" data-role="plot" src="{src}" alt="{_e(p.name)}">')
     labels = {r.id: r.label for r in table.spec.rows}
-    for r in man["runs"]:
-        body.append(_row_section(r["row"], labels.get(r["row"], r["row"]), row_state(suite, r["row"]),
-                                 done.get(r["row"]), out, thumb))
+    for r in planned_runs(man):
+        label = labels.get(r["row"], r["row"]) + (f" on {r['benchmark']}" if r["run"] != r["row"] else "")
+        body.append(_row_section(r["row"], label, row_state(suite, r["run"]), done.get(r["run"]), out, thumb))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{CSS}{SUITE_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
