@@ -43,7 +43,7 @@ class Plan:
     (`missing`: (what, the one-line problem with its flag or variable))."""
 
     spec: RunSpec
-    method: Any
+    method: Method
     benchmark: Benchmark | None
     concepts: list[Concept]
     evaluators: list
@@ -65,8 +65,7 @@ class Plan:
         from unifybench.options import method_label
         spec, out = self.spec, Path(self.spec.output_dir)
         lines = ["unifybench run --check: nothing is trained, loaded or written"]
-        preset = getattr(self.method, "preset", spec.preset) or "paper"
-        lines.append(f"method      {method_label(spec.method)} (preset {preset})")
+        lines.append(f"method      {method_label(spec.method)} (preset {self.method.preset})")
         if self.benchmark is not None:
             names = ", ".join(c.name for c in self.concepts)
             lines.append(f"benchmark   {self.benchmark.name}: {len(self.concepts)} concepts ({names})")
