@@ -247,12 +247,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--hard", type=int, default=100, help="hard negatives per concept")
     ap.add_argument("--positives", type=int, default=200, help="recognition positives per concept")
     ap.add_argument("--real-gen", type=int, default=67, help="real photos as generation targets")
-    ap.add_argument("--quick", action="store_true", help="1-2 concepts, 20-40 pool images, small counts (a test)")
+    ap.add_argument("--quick", action="store_true", help="1-2 concepts, 20 pool images, small counts (a test; one pool size, so no pool exponent)")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.concepts, args.pool, args.epochs, args.soft, args.prompts, args.max_new_tokens = "1,2", "20,40", 1, 4, 1, 2
+        args.concepts, args.pool, args.epochs, args.soft, args.prompts, args.max_new_tokens = "1,2", "20", 1, 4, 1, 2
         args.random, args.hard, args.positives, args.real_gen = 4, 2, 4, 2
     import torch
     torch.set_num_threads(1)

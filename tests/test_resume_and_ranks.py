@@ -43,17 +43,15 @@ def first_png(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("*.png"))
 
 
-def test_killed_at_five_points_resumes_to_identical_results(reference, tmp_path, cache):
+def test_killed_at_three_points_resumes_to_identical_results(reference, tmp_path, cache):
     out = tmp_path / "run"
     c0, c1 = out / "concepts" / "dog", out / "concepts" / "backpack"
     # Each condition marks a point inside a stage; the process is SIGKILLed as soon as it holds.
     points = [
         ("predicting the first concept", lambda: first_png(c0 / "images")),
-        ("first concept finished", lambda: (c0 / "unit.json").exists()),
         ("second concept fitted, not predicted", lambda: (c1 / "fit.json").exists()),
-        ("predicting the second concept", lambda: first_png(c1 / "images")),
         ("scoring", lambda: (out / "samples").is_dir()),
-    ]
+    ]   # kills between units, inside fit and in the judge append: tests/test_fault_injection.py (a cheaper method)
     killed = []
     for name, condition in points:
         proc = subprocess.Popen(command(out, cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -64,7 +62,7 @@ def test_killed_at_five_points_resumes_to_identical_results(reference, tmp_path,
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             killed.append(name)
-    assert len(killed) >= 4, f"the run finished before most kill points: killed at {killed}"
+    assert len(killed) >= 2, f"the run finished before most kill points: killed at {killed}"
     proc = subprocess.run(command(out, cache), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert results_and_samples(out) == reference
