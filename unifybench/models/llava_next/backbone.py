@@ -100,7 +100,7 @@ class LlavaNextBackbone(LlavaBackbone):
                        image_sizes: torch.Tensor | None = None):
         out = self.model.model(input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
                                attention_mask=attention_mask, cache=past_key_values, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache   # transformers' `cache` (5.x: `past_key_values` is deprecated)
 
     @torch.no_grad()
     def generate_text(self, input_ids: torch.Tensor, max_new_tokens: int = 30,
