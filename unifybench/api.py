@@ -9,28 +9,21 @@ subclass (a method under development, not registered) or an instance of one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from unifybench.resultsfile import ResultsFile
 
 
-class Results:
-    """A run's results.json as an object: `doc` (the dict), `output_dir`, and a few readers."""
+class Results(ResultsFile):
+    """A run's results.json as an object: `doc` (the dict), `output_dir`, and the readers of
+    `ResultsFile` (`tiny`, `partial`, `metrics`, ...), plus lookup by evaluator."""
 
     def __init__(self, doc: dict, output_dir: Path):
-        self.doc, self.output_dir = doc, Path(output_dir)
+        super().__init__(path=Path(output_dir) / "results.json", doc=doc)
 
     @property
-    def tiny(self) -> bool:
-        return bool(self.doc.get("tiny"))
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.doc.get("partial"))
-
-    def metrics(self) -> Iterator[tuple[str, str, dict]]:
-        """(benchmark, evaluator, result) for every metric."""
-        for bench, evs in self.doc.get("results", {}).items():
-            for ev, res in evs.items():
-                yield bench, ev, res
+    def output_dir(self) -> Path:
+        return self.run_dir
 
     def __getitem__(self, evaluator: str) -> dict:
         """One evaluator's result (`value`, `n`, `n_failed`, `per_concept`, ...), from the first benchmark."""
