@@ -37,7 +37,9 @@ import numpy as np
 from PIL import Image
 
 SUITE_STAGES = ("data index", "retrieval", "sample building", "tables", "report")   # + every evaluator
-MODEL_STAGES = ("training", "answering", "generation")
+# the models' own work: the backbone's VQGAN, the concept-token fit, decoding; the CLIP/DINO forwards of
+# retrieval and scoring ("encoders", counted out of the stage that calls them)
+MODEL_STAGES = ("image encoding", "training", "answering", "generation", "encoders")
 
 
 # --------------------------------------------------------------------------------------------- the data
@@ -90,33 +92,33 @@ def write_pool(folder: Path, n: int, side: int = 32) -> None:
 # ------------------------------------------------------------------------------------------ measuring
 
 class Stages:
-    """Wall time and peak RSS (kernel high-water mark, reset per stage) of each named stage."""
+    """Self time (wall, less the stages nested inside) and peak RSS (kernel high-water mark, reset per outermost
+    stage) of each named stage: retrieval inside sample building, the CLIP forwards inside retrieval, each
+    count once."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         self.peak_mib: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        self._depth = 0
+        self._children: list[float] = []     # per open stage: wall time of the stages nested in it
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        if self._depth:            # a stage inside another (e.g. retrieval inside sample building) counts once
-            t = time.perf_counter()
-            yield
-            self.seconds[name] += time.perf_counter() - t
-            self.calls[name] += 1
-            self._nested += time.perf_counter() - t
-            return
-        self._depth, self._nested = 1, 0.0
-        _reset_peak()
+        outermost = not self._children
+        if outermost:
+            _reset_peak()
+        self._children.append(0.0)
         t = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - t - self._nested
+            wall = time.perf_counter() - t
+            self.seconds[name] += wall - self._children.pop()
             self.calls[name] += 1
-            self.peak_mib[name] = max(self.peak_mib[name], _peak_mib())
-            self._depth = 0
+            if self._children:
+                self._children[-1] += wall
+            else:
+                self.peak_mib[name] = max(self.peak_mib[name], _peak_mib())
 
     def wrap(self, owner, attr: str, name: str):
         original = getattr(owner, attr)
@@ -149,6 +151,9 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     from unifybench import html_report, runner
     from unifybench.data import unifybench as ub_data
     from unifybench.methods.yochameleon import ChameleonPrompting, YoChameleon
+    from unifybench.models.chameleon.backbone import ChameleonBackbone
+    from unifybench.models.encoders.clip import ClipModel
+    from unifybench.models.encoders.dino import DinoModel
     from unifybench.registry import EVALUATORS
     from unifybench.runspec import RunSpec
 
@@ -170,6 +175,10 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
     wrap(ub_data.UnifyBench, "_load", "data index")   # the only place the benchmark's files are read
     wrap(YoChameleon, "_retrieve", "retrieval")
     wrap(YoChameleon, "training_samples", "sample building")
+    wrap(ChameleonBackbone, "encode_images", "image encoding")   # the frozen VQGAN, inside sample building
+    for encoder in (ClipModel, DinoModel):
+        wrap(encoder, "encode_pixels", "encoders")
+    wrap(ClipModel, "encode_texts", "encoders")
     wrap(YoChameleon, "train", "training")
     wrap(ChameleonPrompting, "_answer", "answering")
     wrap(ChameleonPrompting, "_generate_all", "generation")
@@ -178,7 +187,7 @@ def run_once(work: Path, n_concepts: int, pool_size: int, args) -> dict:
                        if e.name in ("recognition", "bleu", "clip_i", "clip_t", "dino")]
     for name in evaluator_names:
         wrap(EVALUATORS.get(name), "score", f"eval {name}")
-    overrides = dict(backbone="tiny", pool=str(pool), epochs=args.epochs, n_soft_positives=args.soft,
+    overrides = dict(backbone=str(args.backbone), pool=str(pool), epochs=args.epochs, n_soft_positives=args.soft,
                      n_hard_negatives=args.hard, n_random_negatives=args.random, n_recognition_positives=args.positives,
                      n_real_generation=args.real_gen,
                      n_train_images=5, gen_prompts_limit=0, images_per_prompt=0, max_new_tokens=args.max_new_tokens,
@@ -229,6 +238,15 @@ def summary(runs: list[dict]) -> str:
         kind = " (model)" if s in MODEL_STAGES else ""
         lines.append(f"{s + kind:<22}{cells}{'' if ec is None else f'{ec:>15.2f}':>15}"
                      f"{'' if ep is None else f'{ep:>11.2f}':>11}")
+    # The work itself, for reading the exponents above: recognition asks every concept about every concept's
+    # test photos, so its items (and answering) grow as concepts squared by the benchmark's definition.
+    work = {"answers": lambda r: r["calls"].get("answering", 0)} | {
+        f"scored {k}": (lambda r, k=k: r["scored"].get(k) or 0) for k in runs[-1]["scored"]}
+    for label, count in work.items():
+        ec = exponent([r["concepts"] for r in by_pool], [count(r) for r in by_pool])
+        ep = exponent([r["pool"] for r in by_concepts], [count(r) for r in by_concepts])
+        lines.append(f"{'work: ' + label:<22}" + "".join(f"{count(r):>16}" for r in runs)
+                     + f"{'' if ec is None else f'{ec:>15.2f}':>15}{'' if ep is None else f'{ep:>11.2f}':>11}")
     lines.append("peak RSS per stage (MiB): " + "; ".join(
         f"{r['concepts']}c/{r['pool']}p " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["peak_mib"].items()))
         for r in runs[-1:]))
@@ -239,7 +257,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", default="20", help="comma-separated concept counts")
     ap.add_argument("--pool", default="10000", help="comma-separated pool sizes (100000: the large case)")
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs (the paper: 16; each is the same work again)")
     ap.add_argument("--soft", type=int, default=1000, help="soft positives per concept")
     ap.add_argument("--prompts", type=int, default=100, help="generation prompts per concept (x 4 images)")
     ap.add_argument("--max-new-tokens", type=int, default=30)
@@ -247,6 +265,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--hard", type=int, default=100, help="hard negatives per concept")
     ap.add_argument("--positives", type=int, default=200, help="recognition positives per concept")
     ap.add_argument("--real-gen", type=int, default=67, help="real photos as generation targets")
+    ap.add_argument("--image-tokens", type=int, default=64, choices=(1024, 256, 64, 16),
+                    help="image grid of the tiny Chameleon (1024: the real 32x32; fewer: less model work per image)")
     ap.add_argument("--quick", action="store_true", help="1-2 concepts, 20 pool images, small counts (a test; one pool size, so no pool exponent)")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -257,6 +277,8 @@ def main(argv=None) -> dict:
     import torch
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.work_dir))
+    from unifybench.models.chameleon.tiny import tiny_chameleon_path
+    args.backbone = tiny_chameleon_path(work / "models", resolution=4 * math.isqrt(args.image_tokens))
     concepts = [int(x) for x in args.concepts.split(",")]
     pools = [int(x) for x in args.pool.split(",")]
     sizes = [(c, pools[0]) for c in concepts] + [(concepts[0], p) for p in pools[1:]]
@@ -271,7 +293,7 @@ def main(argv=None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     print("\nTINY RANDOM MODELS: the figures time the pipeline and say nothing about any method.")
     print(summary(runs))
-    doc = {"settings": vars(args) | {"work_dir": None, "json": None}, "runs": runs}
+    doc = {"settings": vars(args) | {"work_dir": None, "json": None, "backbone": None}, "runs": runs}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2, default=str))
     return doc

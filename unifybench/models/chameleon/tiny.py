@@ -37,6 +37,8 @@ from unifybench.models.chameleon.vqgan import VQGANDecoder
 VERSION = "chameleon-v4"  # bump when the recipe changes; v4: steered to readable text (steer_to_text)
 NUM_CODES = 512
 RESOLUTION = 128  # 3 VQ levels -> 2 downsamplings -> a 32x32 latent grid = 1024 tokens, as in the real model
+# bench/scale.py's rehearsal geometry may ask for a smaller grid (`resolution` 32: 8x8 = 64 tokens): the same
+# architecture and recipe, so the suite's own stages run at real item counts while the model's work shrinks.
 SEED = 0
 BIAS_FEATURE = 0.1     # the constant residual feature 0 (the embedding std is 0.02: it dominates the final norm)
 NON_TEXT_BIAS = -25.0  # head weight on it of every row but readable text: a logit near -100
@@ -84,15 +86,15 @@ def _build_tokenizer():
                                    unk_token="<unk>", sep_token="<reserved08706>")
 
 
-def _build(out: Path) -> None:
+def _build(out: Path, resolution: int = RESOLUTION) -> None:
     from transformers import (ChameleonConfig, ChameleonForConditionalGeneration, ChameleonImageProcessor,
                               ChameleonProcessor)
 
     tokenizer = _build_tokenizer()
     vocab = tokenizer.get_vocab()
-    vq = dict(embed_dim=32, num_embeddings=NUM_CODES, latent_channels=32, resolution=RESOLUTION, in_channels=3,
+    vq = dict(embed_dim=32, num_embeddings=NUM_CODES, latent_channels=32, resolution=resolution, in_channels=3,
               out_channels=3, base_channels=32, channel_multiplier=[1, 2, 2], num_res_blocks=1,
-              attn_resolutions=[RESOLUTION // 4], attn_type="vanilla", dropout=0.0)
+              attn_resolutions=[resolution // 4], attn_type="vanilla", dropout=0.0)
     config = ChameleonConfig(
         vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=2048, bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
@@ -105,9 +107,10 @@ def _build(out: Path) -> None:
     first_text = vocab["<reserved16299>"] + 1          # the BPE text tokens follow the special ones
     unreadable = set(unreadable_text_ids(tokenizer, first_text))
     steer_to_text(model, [i for i in range(first_text, len(vocab)) if i not in unreadable])
-    image_processor = ChameleonImageProcessor(size={"shortest_edge": RESOLUTION},
-                                              crop_size={"height": RESOLUTION, "width": RESOLUTION})
-    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=1024)
+    image_processor = ChameleonImageProcessor(size={"shortest_edge": resolution},
+                                              crop_size={"height": resolution, "width": resolution})
+    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                   image_seq_length=(resolution // 4) ** 2)
     with quiet_transformers():
         model.save_pretrained(out)
         processor.save_pretrained(out)
@@ -138,7 +141,10 @@ def steer_to_text(model, text_ids: list[int]) -> None:
         head[torch.tensor(text_ids), 0] = 0.0
 
 
-def tiny_chameleon_path(cache_dir: Path | None = None) -> Path:
-    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/<VERSION>`, built once."""
-    root = tiny_root(cache_dir)
-    return build_once(root / VERSION, _build)
+def tiny_chameleon_path(cache_dir: Path | None = None, resolution: int = RESOLUTION) -> Path:
+    """Directory of the tiny checkpoint, `<cache_dir or ~/.cache/unifybench>/tiny/<VERSION>`, built once
+    (another `resolution`, a multiple of 4: `<VERSION>-<resolution>px`, a (resolution/4)^2-token image grid)."""
+    if resolution % 4 or resolution < 8:
+        raise ValueError(f"the tiny Chameleon's resolution must be a multiple of 4 and >= 8, not {resolution}")
+    name = VERSION if resolution == RESOLUTION else f"{VERSION}-{resolution}px"
+    return build_once(tiny_root(cache_dir) / name, lambda out: _build(out, resolution))

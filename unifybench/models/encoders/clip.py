@@ -394,6 +394,9 @@ def _read_cache(file: Path) -> dict[str, torch.Tensor]:
         return {}
 
 
+WRITE_EVERY = 8192   # new embeddings between cache-file writes (each write rewrites the file: not per batch)
+
+
 def embed_images_cached(model: ClipModel, paths: Sequence[Path], cache_dir: Path | None,
                         batch_size: int = 32) -> torch.Tensor:
     """[N, D] float32 features of image files, cached on disk by (model fingerprint, image sha256).
@@ -413,18 +416,24 @@ def embed_images_cached(model: ClipModel, paths: Sequence[Path], cache_dir: Path
     for p, d in zip(paths, digests):
         if d not in cached and d not in missing:
             missing[d] = p
-    if missing:
+    # Streamed: a 100k-image pool is never held in memory as pictures (only `batch_size` at a time), and the
+    # cache file is written every WRITE_EVERY new features, so a crash loses at most that many.
+    todo, new = list(missing.items()), {}
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
         images = []
-        for d, p in missing.items():
+        for d, p in chunk:
             try:
                 images.append(load_rgb(p))
             except Exception as e:
                 raise DataError(p, f"cannot load reference image ({type(e).__name__}: {e})") from None
         feats = model.encode_images(images, batch_size=batch_size)
-        new = {d: feats[i].clone() for i, d in enumerate(missing)}
-        cached.update(new)
-        if file is not None:
+        new.update({d: feats[i].clone() for i, (d, _) in enumerate(chunk)})
+        if file is not None and (len(new) >= WRITE_EVERY or start + batch_size >= len(todo)):
             _write_cache(file, new, model)
+            cached.update(new)
+            new = {}
+    cached.update(new)
     if not paths:
         return torch.empty(0, model.embed_dim)
     return torch.stack([cached[d] for d in digests])
