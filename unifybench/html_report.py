@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unifybench.data.root import check_inside, relative_inside
+from unifybench.errors import DataError
 from unifybench.resultsfile import ResultsFile
 
 CSS = """
@@ -107,18 +109,14 @@ def _num(v: Any, digits: int = 4) -> str:
 
 
 def inside(root: Path, rel: Any) -> Path | None:
-    """`root / rel` when `rel` is a relative path that stays inside `root` after resolving symlinks."""
+    """`root / rel` when `rel` is a relative path that stays inside `root` (`data.root`'s rule, every
+    symlink resolved); None otherwise."""
     if not isinstance(rel, str) or not rel or "\x00" in rel:
         return None
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts:
-        return None
-    full = root / p
     try:
-        full.resolve().relative_to(root.resolve())
-    except (ValueError, OSError):
+        return relative_inside(root, rel, root, every_link=True)
+    except DataError:
         return None
-    return full
 
 
 class ImageEncoder:
@@ -387,11 +385,10 @@ def build_report(rf: ResultsFile, out_path: Path, images: str = "embed", thumb: 
         if bench.root is None:
             return None
         try:
-            rel = Path(path).resolve().relative_to(Path(bench.root).resolve())
-        except (ValueError, OSError):
+            return check_inside(Path(bench.root), Path(path), path, every_link=True)
+        except DataError:
             problems.append(f"benchmark image {Path(path).name} lies outside the benchmark folder; not shown")
             return None
-        return Path(bench.root) / rel
 
     summary = []
     for bname, ev, res in rf.metrics():

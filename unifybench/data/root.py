@@ -32,14 +32,17 @@ def resolve_root(given: str | Path | None, source: str, env_var: str, missing: s
     return p
 
 
-def check_inside(folder: Path, path: Path, file, field: str | None = None, what: str = "the data root") -> Path:
+def check_inside(folder: Path, path: Path, file, field: str | None = None, what: str = "the data root",
+                 every_link: bool = False) -> Path:
     """`path` when it stays inside `folder` once `..` and symlinks are resolved; otherwise a one-line
     DataError naming the data `file` (and `field`) that led to it. Data files name images relative to the
-    data, so a benchmark never reads (or sends to a judge, or embeds in a report) a file from elsewhere."""
+    data, so a benchmark never reads (or sends to a judge, or embeds in a report) a file from elsewhere.
+    Symlinks are followed on the file and its folder (resolving every image is slow on big releases);
+    `every_link` resolves the whole path (the report: few images, named by a results file)."""
     path, folder = Path(path), Path(folder)
     try:
         Path(os.path.normpath(path)).relative_to(os.path.normpath(folder))     # `..` and absolute paths
-        if path.is_symlink() or path.parent.is_symlink():     # resolving every image is slow on big releases
+        if every_link or path.is_symlink() or path.parent.is_symlink():
             path.resolve().relative_to(folder.resolve())
     except (ValueError, OSError, RuntimeError):
         raise DataError(file, f"image {path} leaves {what} {folder}"
@@ -48,9 +51,10 @@ def check_inside(folder: Path, path: Path, file, field: str | None = None, what:
     return Path(path)
 
 
-def relative_inside(folder: Path, name: str, file, field: str | None = None, what: str = "the data root") -> Path:
+def relative_inside(folder: Path, name: str, file, field: str | None = None, what: str = "the data root",
+                    every_link: bool = False) -> Path:
     """`folder / name` for a relative `name` (from data `file`'s `field`) that stays inside `folder`; an
     absolute `name` or one that leaves it (`../`, a symlink out) is a one-line DataError naming file and field."""
     if Path(name).is_absolute() or PureWindowsPath(name).drive:
         raise DataError(file, f"absolute path {name!r}; name images relative to {what}", field=field)
-    return check_inside(folder, Path(folder) / name, file, field, what)
+    return check_inside(folder, Path(folder) / name, file, field, what, every_link)
