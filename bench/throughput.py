@@ -8,11 +8,14 @@
              generation, 10 text QA), random vs length-bucketed; padding share and epoch time
   codes      frozen image codes of training photos: encoding them (first run) vs reading the on-disk cache
              (every later run); seconds for the photos, encoder calls, same codes
+  readahead  embedding a retrieval pool with the tiny CLIP: read + preprocess, then encode, one batch after
+             the other vs `embed_images_cached` (images prepared in threads while the model encodes);
+             images/s, same features
 
 Tiny random Chameleon (real loading path) by default; `--geometry real`: Chameleon-7B width on a `--layers`
 trunk for the first two. Tiny models: the figures time code paths, they say nothing about any method.
 
-Run: python bench/throughput.py [--parts batching,kv-cache,buckets,codes] [--geometry tiny|real]
+Run: python bench/throughput.py [--parts batching,kv-cache,buckets,codes,readahead] [--geometry tiny|real]
 """
 from __future__ import annotations
 
@@ -145,9 +148,37 @@ def bench_codes(n_photos: int) -> dict:
             "cold_encode_calls": calls_cold, "warm_encode_calls": calls_warm, "same_codes": bool(torch.equal(c_cold, c_warm))}
 
 
+def bench_readahead(n_images: int, side: int = 256, batch: int = 32) -> dict:
+    """Pool embedding, the sequential loop vs `embed_images_cached` (cold cache each), same tiny CLIP."""
+    import numpy as np
+    from PIL import Image
+
+    from unifybench.models.encoders.clip import embed_images_cached, load_clip, load_rgb, tiny_clip_path
+    from unifybench.models.encoders.readahead import read_workers
+    work = Path(tempfile.mkdtemp(prefix="readahead-"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n_images):       # smooth random pictures: PNG decode cost like a photo's, not like noise
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        paths.append(work / f"{i:05d}.png")
+        Image.fromarray(small).resize((side, side), Image.BICUBIC).save(paths[-1])
+    clip = load_clip(tiny_clip_path(work / "models"))
+    embed_images_cached(clip, paths[:batch], None)                            # warm-up (both sides)
+    t = time.perf_counter()
+    sequential = torch.cat([clip.encode_pixels(torch.stack([clip.preprocess(load_rgb(p)) for p in paths[i:i + batch]]))
+                            for i in range(0, len(paths), batch)])
+    t_seq = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = embed_images_cached(clip, paths, work / "cache", batch_size=batch)
+    t_ours = time.perf_counter() - t
+    return {"images": n_images, "side": side, "workers": read_workers(), "sequential_images_per_s": n_images / t_seq,
+            "readahead_images_per_s": n_images / t_ours, "ratio": t_seq / t_ours,
+            "same_features": bool(torch.equal(sequential, ours))}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="batching,kv-cache,buckets,codes")
+    ap.add_argument("--parts", default="batching,kv-cache,buckets,codes,readahead")
     ap.add_argument("--geometry", choices=("tiny", "real"), default="tiny")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=256, help="image codes per image (1024 = a 512 px image)")
@@ -159,6 +190,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bucket-scale", type=float, default=0.1, help="fraction of the paper's sample counts")
     ap.add_argument("--buckets", type=int, default=16, help="batches per length window")
     ap.add_argument("--photos", type=int, default=20)
+    ap.add_argument("--pool", type=int, default=1000, help="readahead: pool images (256 px PNGs)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -191,6 +223,11 @@ def main(argv=None) -> dict:
         print(f"  codes     {v['photos']} photos x 2 flips: encode {v['cold_seconds']:.2f} s ({v['cold_encode_calls']} "
               f"calls) vs cache {v['warm_seconds']:.3f} s ({v['warm_encode_calls']} calls): {v['ratio']:.1f}x, "
               f"same codes {v['same_codes']}")
+    if "readahead" in parts:
+        v = r["readahead"] = bench_readahead(args.pool)
+        print(f"  readahead {v['images']} pool images, {v['workers']} threads: one after the other "
+              f"{v['sequential_images_per_s']:.0f} vs read ahead {v['readahead_images_per_s']:.0f} images/s: "
+              f"{v['ratio']:.2f}x, same features {v['same_features']}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     return r

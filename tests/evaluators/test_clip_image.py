@@ -113,13 +113,13 @@ def test_embedding_cache_is_reused_not_recomputed(setup, tmp_path):
     cache = tmp_path / "emb-cache"
     model = load_clip(tiny_clip_path(cache))
     calls = []
-    original = model.encode_images
+    original = model.encode_pixels
 
-    def counting(images, batch_size=32):
-        calls.append(len(images))
-        return original(images, batch_size)
+    def counting(pixels):
+        calls.append(len(pixels))
+        return original(pixels)
 
-    model.encode_images = counting
+    model.encode_pixels = counting
     first = embed_images_cached(model, refs + [refs[0]], cache)        # a duplicate is embedded once
     assert calls == [3] and first.shape == (4, 32)
     torch.testing.assert_close(first[3], first[0], rtol=0, atol=0)
@@ -129,8 +129,8 @@ def test_embedding_cache_is_reused_not_recomputed(setup, tmp_path):
     # a fresh load of the same weights finds the file cache; a changed image is re-embedded alone
     fresh = load_clip(tiny_clip_path(cache))
     fresh_calls = []
-    fresh_orig = fresh.encode_images
-    fresh.encode_images = lambda ims, batch_size=32: (fresh_calls.append(len(ims)), fresh_orig(ims, batch_size))[1]
+    fresh_orig = fresh.encode_pixels
+    fresh.encode_pixels = lambda px: (fresh_calls.append(len(px)), fresh_orig(px))[1]
     _picture(999).save(refs[1])
     third = embed_images_cached(fresh, refs, cache)
     assert fresh_calls == [1]

@@ -403,6 +403,8 @@ def embed_images_cached(model: ClipModel, paths: Sequence[Path], cache_dir: Path
 
     The cache file is per model fingerprint (id + weight hashes + configs + preprocessing + dtype + device),
     so any change there starts a fresh file. A reference image that cannot be read is a data error."""
+    if batch_size < 1:
+        raise UserError("batch_size must be >= 1")
     paths = [Path(p) for p in paths]
     digests = []
     for p in paths:
@@ -416,19 +418,21 @@ def embed_images_cached(model: ClipModel, paths: Sequence[Path], cache_dir: Path
     for p, d in zip(paths, digests):
         if d not in cached and d not in missing:
             missing[d] = p
-    # Streamed: a 100k-image pool is never held in memory as pictures (only `batch_size` at a time), and the
-    # cache file is written every WRITE_EVERY new features, so a crash loses at most that many.
+    # Streamed: a 100k-image pool is never held in memory as pictures (a few batches at a time, prepared in
+    # threads while the model encodes: `readahead`), and the cache file is written every WRITE_EVERY new
+    # features, so a crash loses at most that many.
+    from unifybench.models.encoders.readahead import pixel_batches
+
+    def prepare(p: Path) -> torch.Tensor:
+        try:
+            return model.preprocess(load_rgb(p))
+        except Exception as e:
+            raise DataError(p, f"cannot load reference image ({type(e).__name__}: {e})") from None
+
     todo, new = list(missing.items()), {}
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        images = []
-        for d, p in chunk:
-            try:
-                images.append(load_rgb(p))
-            except Exception as e:
-                raise DataError(p, f"cannot load reference image ({type(e).__name__}: {e})") from None
-        feats = model.encode_images(images, batch_size=batch_size)
-        new.update({d: feats[i].clone() for i, (d, _) in enumerate(chunk)})
+    for start, pixels in zip(range(0, len(todo), batch_size), pixel_batches([p for _, p in todo], prepare, batch_size)):
+        feats = model.encode_pixels(pixels)
+        new.update({d: feats[i].clone() for i, (d, _) in enumerate(todo[start:start + batch_size])})
         if file is not None and (len(new) >= WRITE_EVERY or start + batch_size >= len(todo)):
             _write_cache(file, new, model)
             cached.update(new)
