@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -162,22 +163,25 @@ def main(argv=None) -> dict:
     doc = {"dry_run": args.dry_run, "environment": environment(dev), "dtype": str(dtype), "sizes": s,
            "sections": {}, "seconds": {}}
     t_all = time.perf_counter()
-    for name in wanted:
-        t = time.perf_counter()
-        print(f"[gpu.py] {name} ...", flush=True)
-        try:
-            doc["sections"][name] = sections[name]()
-        except Exception as e:  # one section's failure is recorded; the others still run
-            traceback.print_exc()
-            doc["sections"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-        doc["seconds"][name] = time.perf_counter() - t
-        if dev.type == "cuda":
-            doc["sections"][name]["max_memory_allocated"] = torch.cuda.max_memory_allocated(dev)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(dev)
-        print(f"[gpu.py] {name}: {doc['seconds'][name]:.1f} s", flush=True)
-        doc["total_s"] = time.perf_counter() - t_all
-        (args.out / "gpu.json").write_text(json.dumps(doc, indent=2, default=str))   # after every section
+    try:
+        for name in wanted:
+            t = time.perf_counter()
+            print(f"[gpu.py] {name} ...", flush=True)
+            try:
+                doc["sections"][name] = sections[name]()
+            except Exception as e:  # one section's failure is recorded; the others still run
+                traceback.print_exc()
+                doc["sections"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            doc["seconds"][name] = time.perf_counter() - t
+            if dev.type == "cuda":
+                doc["sections"][name]["max_memory_allocated"] = torch.cuda.max_memory_allocated(dev)
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            print(f"[gpu.py] {name}: {doc['seconds'][name]:.1f} s", flush=True)
+            doc["total_s"] = time.perf_counter() - t_all
+            (args.out / "gpu.json").write_text(json.dumps(doc, indent=2, default=str))   # after every section
+    finally:
+        shutil.rmtree(work, ignore_errors=True)   # random weights and images: nothing worth keeping
     doc["total_s"] = time.perf_counter() - t_all
     (args.out / "gpu.json").write_text(json.dumps(doc, indent=2, default=str))
     table = markdown(doc)

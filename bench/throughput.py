@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -156,21 +157,25 @@ def bench_readahead(n_images: int, side: int = 256, batch: int = 32) -> dict:
     from unifybench.models.encoders.clip import embed_images_cached, load_clip, load_rgb, tiny_clip_path
     from unifybench.models.encoders.readahead import read_workers
     work = Path(tempfile.mkdtemp(prefix="readahead-"))
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n_images):       # smooth random pictures: PNG decode cost like a photo's, not like noise
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        paths.append(work / f"{i:05d}.png")
-        Image.fromarray(small).resize((side, side), Image.BICUBIC).save(paths[-1])
-    clip = load_clip(tiny_clip_path(work / "models"))
-    embed_images_cached(clip, paths[:batch], None)                            # warm-up (both sides)
-    t = time.perf_counter()
-    sequential = torch.cat([clip.encode_pixels(torch.stack([clip.preprocess(load_rgb(p)) for p in paths[i:i + batch]]))
-                            for i in range(0, len(paths), batch)])
-    t_seq = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = embed_images_cached(clip, paths, work / "cache", batch_size=batch)
-    t_ours = time.perf_counter() - t
+    try:
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(n_images):       # smooth random pictures: PNG decode cost like a photo's, not like noise
+            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            paths.append(work / f"{i:05d}.png")
+            Image.fromarray(small).resize((side, side), Image.BICUBIC).save(paths[-1])
+        clip = load_clip(tiny_clip_path(work / "models"))
+        embed_images_cached(clip, paths[:batch], None)                            # warm-up (both sides)
+        t = time.perf_counter()
+        sequential = torch.cat([clip.encode_pixels(torch.stack([clip.preprocess(load_rgb(p))
+                                                                for p in paths[i:i + batch]]))
+                                for i in range(0, len(paths), batch)])
+        t_seq = time.perf_counter() - t
+        t = time.perf_counter()
+        ours = embed_images_cached(clip, paths, work / "cache", batch_size=batch)
+        t_ours = time.perf_counter() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return {"images": n_images, "side": side, "workers": read_workers(), "sequential_images_per_s": n_images / t_seq,
             "readahead_images_per_s": n_images / t_ours, "ratio": t_seq / t_ours,
             "same_features": bool(torch.equal(sequential, ours))}
