@@ -380,18 +380,27 @@ def load_rgb(path: Path):
 
 
 def embedding_cache_file(model: ClipModel, cache_dir: Path) -> Path:
-    return Path(cache_dir) / "embeddings" / f"clip-{model.fingerprint(cache_dir)[:24]}.safetensors"
+    """One file per model fingerprint: `features` [N, D] float32 and `digests` [N, 32] uint8 (the images'
+    sha256), row for row. Two tensors, not one per image: per-tensor headers made each rewrite cost grow
+    with the pool's size in Python objects (a 100k pool: most of its retrieval time)."""
+    return Path(cache_dir) / "embeddings" / f"clip-features-{model.fingerprint(cache_dir)[:24]}.safetensors"
 
 
 def _read_cache(file: Path) -> dict[str, torch.Tensor]:
+    """digest -> feature row (views of the file's one features tensor)."""
     if not file.is_file():
         return {}
     from safetensors.torch import load_file
     try:
-        return dict(load_file(str(file)))
+        t = load_file(str(file))
+        feats, digests = t["features"], t["digests"]
+        if feats.dim() != 2 or digests.shape != (feats.shape[0], 32) or digests.dtype != torch.uint8:
+            raise ValueError(f"features {tuple(feats.shape)} and digests {tuple(digests.shape)} do not match")
     except Exception as e:  # a damaged cache is rebuilt, never trusted
         log.warning("ignoring unreadable embedding cache %s (%s)", file, e)
         return {}
+    raw = digests.numpy().tobytes()
+    return {raw[32 * i:32 * (i + 1)].hex(): feats[i] for i in range(feats.shape[0])}
 
 
 WRITE_EVERY = 8192   # new embeddings between cache-file writes (each write rewrites the file: not per batch)
@@ -452,7 +461,8 @@ def _write_cache(file: Path, new: dict[str, torch.Tensor], model: ClipModel) -> 
     merged = _read_cache(file)       # re-read: another process may have added entries meanwhile
     merged.update(new)
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in merged.items()}, str(tmp),
+    digests = torch.frombuffer(bytearray(bytes.fromhex("".join(merged))), dtype=torch.uint8).view(-1, 32)
+    save_file({"features": torch.stack(list(merged.values())).float().contiguous(), "digests": digests}, str(tmp),
               metadata={"model": model.id, "preprocess": model.preprocess_id, "dtype": str(model.dtype),
                         "device": model.device.type, "files": json.dumps([str(p) for p in model.files])})
     os.replace(tmp, file)
