@@ -447,7 +447,7 @@ def embed_images_cached(model: ClipModel, paths: Sequence[Path], cache_dir: Path
         end = start + len(pixels)
         feats[start:end] = model.encode_pixels(pixels)
         if file is not None and (end - written >= WRITE_EVERY or end == len(todo)):
-            _write_cache(file, {d: feats[j].clone() for j, (d, _) in enumerate(todo[written:end], written)}, model)
+            _write_cache(file, {d: feats[j] for j, (d, _) in enumerate(todo[written:end], written)}, model)   # stacked there
             written = end
     cached.update({d: feats[j] for j, (d, _) in enumerate(todo)})
     if not paths:
