@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SUITE_STAGES = ("data index", "retrieval", "sample building", "tables", "report")   # + every evaluator
-# the models' own work: the backbone's VQGAN, the concept-token fit, decoding; the CLIP/DINO forwards of
-# retrieval and scoring ("encoders", counted out of the stage that calls them)
+# The models' own work (every other stage is the suite's): the backbone's VQGAN, the concept-token fit,
+# decoding; the CLIP/DINO forwards of retrieval and scoring ("encoders", counted out of the stage calling them).
 MODEL_STAGES = ("image encoding", "training", "answering", "generation", "encoders")
 
 

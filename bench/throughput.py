@@ -167,8 +167,7 @@ def bench_readahead(n_images: int, side: int = 256, batch: int = 32) -> dict:
         clip = load_clip(tiny_clip_path(work / "models"))
         embed_images_cached(clip, paths[:batch], None)                            # warm-up (both sides)
         t = time.perf_counter()
-        sequential = torch.cat([clip.encode_pixels(torch.stack([clip.preprocess(load_rgb(p))
-                                                                for p in paths[i:i + batch]]))
+        sequential = torch.cat([clip.encode_images([load_rgb(p) for p in paths[i:i + batch]], batch)
                                 for i in range(0, len(paths), batch)])
         t_seq = time.perf_counter() - t
         t = time.perf_counter()
